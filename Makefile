@@ -1,0 +1,25 @@
+# qornn: `make demo` and `make test` work on a fresh clone; both create .venv/ on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.qornn-installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU build first so that nothing resolves a CUDA wheel.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/qornn demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,134 @@
+"""The QORNN model: h_t = act(W h_{t-1} + U x_t), y_t = V h_t + c, with W and U quantized.
+
+A plain ``torch.nn.Module``: drop it into any training loop. The recurrent matrix comes from
+the training method's parametrization (``recurrent_float``); the forward pass always uses its
+k-bit fake-quantized version (straight-through estimator) unless ``quantized=False``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from qornn.errors import QornnError
+
+from .bjorck import bjorck, spectral_norm_estimate
+from .quantizers import check_bits, fake_quantize
+
+ACTIVATIONS = ("modrelu", "relu")
+OUTPUT_MODES = ("every_step", "last_step")
+METHODS = ("ste-bjorck", "fp")
+
+
+def modrelu(z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sign(z) * relu(|z| + b): piecewise linear, so its integer form needs no lookup table."""
+    return torch.sign(z) * torch.relu(z.abs() + b)
+
+
+class QORNN(nn.Module):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        weight_bits: int | None = 4,
+        activation: str = "modrelu",
+        method: str = "ste-bjorck",
+        output_mode: str = "every_step",
+        output_bits: int | None = None,
+        bjorck_iters: int = 15,
+        power_iters: int = 3,
+    ):
+        super().__init__()
+        for name, value in (("input size", input_size), ("hidden size", hidden_size), ("output size", output_size)):
+            if not isinstance(value, int) or value <= 0:
+                raise QornnError(f"{name} must be a positive integer, got {value!r}")
+        if weight_bits is not None:
+            check_bits(weight_bits, "weight bits")
+        if output_bits is not None:
+            check_bits(output_bits, "output bits")
+        if activation not in ACTIVATIONS:
+            raise QornnError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if output_mode not in OUTPUT_MODES:
+            raise QornnError(f"unknown output mode {output_mode!r}; choose one of {', '.join(OUTPUT_MODES)}")
+        if method not in METHODS:
+            raise QornnError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        self.config = dict(
+            input_size=input_size, hidden_size=hidden_size, output_size=output_size,
+            weight_bits=weight_bits, activation=activation, method=method, output_mode=output_mode,
+            output_bits=output_bits, bjorck_iters=bjorck_iters, power_iters=power_iters,
+        )
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.weight_bits, self.output_bits = weight_bits, output_bits
+        self.activation, self.method, self.output_mode = activation, method, output_mode
+        self.bjorck_iters, self.power_iters = bjorck_iters, power_iters
+
+        self.W = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.U = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.V = nn.Parameter(torch.empty(output_size, hidden_size))
+        self.c = nn.Parameter(torch.zeros(output_size))
+        self.b = nn.Parameter(torch.empty(hidden_size)) if activation == "modrelu" else None
+        self.register_buffer("_power_u", torch.zeros(hidden_size))
+        self._cache: torch.Tensor | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.orthogonal_(self.W)
+        nn.init.kaiming_uniform_(self.U, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.V, a=math.sqrt(5))
+        nn.init.zeros_(self.c)
+        if self.b is not None:
+            nn.init.uniform_(self.b, -0.01, 0.01)
+        self._power_u.copy_(nn.functional.normalize(torch.randn(self.hidden_size), dim=0))
+
+    # -- weights --------------------------------------------------------------------------
+    def recurrent_float(self) -> torch.Tensor:
+        """The full-precision recurrent matrix the method trains (before quantization)."""
+        if self.method == "ste-bjorck":
+            if not self.training and self._cache is not None:
+                return self._cache
+            sigma, u = spectral_norm_estimate(self.W, self.power_iters, self._power_u)
+            if self.training:
+                self._power_u.copy_(u)
+            w = bjorck(self.W / sigma.clamp_min(1e-12), self.bjorck_iters)
+            if not self.training:
+                self._cache = w.detach()
+            return w
+        return self.W
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def effective_weights(self, quantized: bool = True) -> dict[str, torch.Tensor]:
+        """W, U, V as the forward pass uses them (fake-quantized, or float if quantized=False)."""
+        wb = self.weight_bits if quantized else None
+        ob = self.output_bits if quantized else None
+        return {
+            "W": fake_quantize(self.recurrent_float(), wb),
+            "U": fake_quantize(self.U, wb),
+            "V": fake_quantize(self.V, ob),
+        }
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, quantized: bool = True, return_hidden: bool = False):
+        """x: (batch, time, input). Returns logits (batch, time, out) or (batch, out) for last_step."""
+        w = self.effective_weights(quantized)
+        ux = x @ w["U"].t()
+        h = x.new_zeros(x.shape[0], self.hidden_size)
+        wt = w["W"].t()
+        hs = []
+        for t in range(x.shape[1]):
+            z = h @ wt + ux[:, t]
+            h = modrelu(z, self.b) if self.b is not None else torch.relu(z)
+            hs.append(h)
+        hidden = torch.stack(hs, dim=1)
+        out_h = hidden if self.output_mode == "every_step" else hidden[:, -1]
+        logits = out_h @ w["V"].t() + self.c
+        return (logits, hidden) if return_hidden else logits
