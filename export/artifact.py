@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from qornn.atomic import commit_dir, prepare_dir
 from qornn.errors import QornnError
 
 FORMAT = "qornn-integer-artifact"
@@ -200,8 +199,9 @@ def _validate(a: Artifact) -> None:
         _fail("model.activation", f"expected one of {ACTIVATIONS}, got {a.activation!r}")
     if a.output_mode not in OUTPUT_MODES:
         _fail("model.output_mode", f"expected one of {OUTPUT_MODES}, got {a.output_mode!r}")
-    for k in ("input_scale", "w_scale", "u_scale", "hidden_scale", "v_scale"):
-        _check_scale(f"scales.{k}", getattr(a, k))
+    for k, name in (("input_scale", "input"), ("w_scale", "W"), ("u_scale", "U"), ("hidden_scale", "hidden"),
+                    ("v_scale", "V")):
+        _check_scale(f"scales.{name}", getattr(a, k))
     n = a.W.shape[0] if a.W.ndim == 2 else -1
     expect = {"W": (n, n), "U": (n, a.U.shape[1] if a.U.ndim == 2 else -1),
               "V": (a.V.shape[0] if a.V.ndim == 2 else -1, n), "b": (n,), "c": (a.V.shape[0] if a.V.ndim == 2 else -1,)}
@@ -228,41 +228,12 @@ def _validate(a: Artifact) -> None:
         _fail(f"widths.{worst}", f"intermediate bound {bounds[worst]} does not fit in 63 bits; lower the bit widths")
 
 
-def _atomic_dir(out: Path, force: bool, marker: str):
-    """Create a sibling temp dir; caller fills it; `_commit_dir` renames it over `out`."""
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise QornnError(f"output path {out} exists and is not a directory")
-        if any(out.iterdir()) and not force:
-            what = "a qornn artifact" if (out / marker).exists() else "other files"
-            raise QornnError(f"output directory {out} already holds {what}; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-
-
-def commit_dir(tmp: Path, out: Path) -> None:
-    """Replace `out` by the completed temp dir `tmp` (old content removed only after success)."""
-    out = Path(out)
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
-def prepare_dir(out, force: bool = False, marker: str = SPEC_FILE) -> Path:
-    return _atomic_dir(Path(out), force, marker)
-
-
 def save_artifact(a: Artifact, out, force: bool = False, extra_files: dict[str, bytes] | None = None) -> Path:
     """Validate and write atomically; `extra_files` (e.g. model.onnx) land in the same rename."""
     from safetensors.numpy import save_file
 
     a.validate()
-    tmp = prepare_dir(out, force)
+    tmp = prepare_dir(out, force, marker=SPEC_FILE)
     try:
         save_file({k: np.ascontiguousarray(getattr(a, k).astype(_DTYPES[k])) for k in _DTYPES}, str(tmp / TENSORS_FILE))
         (tmp / SPEC_FILE).write_text(json.dumps(a.spec_dict(), indent=2) + "\n")

@@ -20,7 +20,8 @@ from qornn.errors import QornnError
 class CopyTask:
     name = "copy"
     output_mode = "every_step"
-    metric = "accuracy"  # per-symbol accuracy on the recall positions; higher is better
+    metric = "accuracy"  # per-symbol accuracy on the recall positions
+    higher_is_better = True
 
     def __init__(self, length: int = 100, alphabet: int = 8, recall: int = 10):
         if alphabet < 1 or recall < 1:

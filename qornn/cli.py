@@ -1,0 +1,216 @@
+"""The `qornn` command line: train -> export -> simulate / verify / hls, and the demo.
+
+Every user-facing failure is a QornnError, printed as one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from qornn.errors import QornnError
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    return v
+
+
+# -- train ---------------------------------------------------------------------------------
+def add_train(sub):
+    p = sub.add_parser("train", help="train a QORNN and write a run directory")
+    p.add_argument("--task", default="copy", help="copy (default), adding, smnist, pmnist, ptb-char")
+    p.add_argument("--method", default="ste-bjorck", help="training method (default ste-bjorck)")
+    p.add_argument("--hidden", type=_positive, default=64, help="hidden units (default 64)")
+    p.add_argument("--weight-bits", type=_positive, default=4, help="bits of W and U, 1..8 (default 4)")
+    p.add_argument("--output-bits", type=_positive, default=None, help="quantize V to this many bits during training")
+    p.add_argument("--activation", default="modrelu", help="modrelu (default) or relu")
+    p.add_argument("--length", type=_positive, default=None, help="sequence length of the task")
+    p.add_argument("--steps", type=_positive, default=1000, help="optimizer steps; 0 writes the initial model")
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=_positive, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=cmd_train)
+
+
+def build_model_and_task(args):
+    import torch
+
+    from qornn.train import QORNN
+    from qornn.train.tasks import make_task
+
+    task = make_task(args.task, length=args.length)
+    if args.hidden <= 0:
+        raise QornnError(f"--hidden must be a positive integer, got {args.hidden}")
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        raise QornnError(f"device {args.device!r} is not available here (use --device cpu)")
+    torch.manual_seed(args.seed)
+    model = QORNN(task.input_size, args.hidden, task.output_size, weight_bits=args.weight_bits,
+                  activation=args.activation, method=args.method, output_mode=task.output_mode,
+                  output_bits=args.output_bits)
+    return model, task
+
+
+def cmd_train(args) -> int:
+    from qornn.train.trainer import train
+
+    model, task = build_model_and_task(args)
+    final = train(model, task, args.steps, args.out, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                  force=args.force, device=args.device)
+    m = task.metric
+    print(f"wrote {args.out}: {m} float {final['float'][m]:.4f}, fake-quantized {final['quantized'][m]:.4f} "
+          f"({task.name}, {args.method}, hidden {args.hidden}, {args.weight_bits}-bit weights, {args.steps} steps)")
+    return 0
+
+
+# -- export --------------------------------------------------------------------------------
+def add_export(sub):
+    p = sub.add_parser("export", help="export a run to an integer artifact (+ ONNX)")
+    p.add_argument("run", help="run directory from `qornn train`")
+    p.add_argument("--act-bits", type=_positive, default=8, help="hidden-state bits, 2..16 (default 8)")
+    p.add_argument("--input-bits", type=_positive, default=8, help="input bits, 2..16 (default 8)")
+    p.add_argument("--output-bits", type=_positive, default=None, help="bits of V, 1..8 (default: as trained, else 8)")
+    p.add_argument("--out", required=True, help="artifact directory to write")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+
+def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False):
+    """run dir -> artifact dir (with model.onnx); returns (artifact, footprint, calibration)."""
+    from qornn.export.artifact import save_artifact
+    from qornn.export.exporter import export_model
+    from qornn.train.checkpoint import load_run
+
+    model, task, cfg = load_run(run)
+    art, fp = export_model(model, task, act_bits, input_bits, output_bits, provenance={"run": str(run)})
+    save_artifact(art, out, force=force, extra_files=_extra_files(art))
+    return art, fp, task
+
+
+def _extra_files(art) -> dict:
+    try:
+        from qornn.export.onnx_writer import onnx_bytes
+    except ImportError:
+        return {}
+    return {"model.onnx": onnx_bytes(art)}
+
+
+def cmd_export(args) -> int:
+    art, fp, _ = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits, args.force)
+    cal = art.provenance["calibration"]
+    print(f"wrote {args.out}")
+    print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
+          f"({cal['batches']}x{cal['batch_size']} sequences)")
+    print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g}, "
+          f"requant M_W = {art.m_w}, M_U = {art.m_u}, shift = {art.shift}")
+    print(f"  bits        : weights {art.weight_bits}, inputs {art.input_bits}, hidden {art.act_bits}, "
+          f"outputs V {art.output_bits}; widest accumulator {max(art.widths().values())} bits")
+    print(f"  footprint   : {fp['integer_bytes']} B integer vs {fp['float32_bytes']} B float32 "
+          f"({fp['compression']}x smaller, {fp['parameters']} parameters)")
+    return 0
+
+
+# -- simulate ------------------------------------------------------------------------------
+def add_simulate(sub):
+    p = sub.add_parser("simulate", help="run the integer reference simulator on a .npy input")
+    p.add_argument("artifact")
+    p.add_argument("--input", required=True, help="(batch, time, features) .npy: integer codes or real values")
+    p.add_argument("--out", required=True, help=".npy file for the integer output codes")
+    p.add_argument("--hidden-out", default=None, help="optional .npy file for the integer hidden codes")
+    p.add_argument("--real", action="store_true", help="write real values (codes x scale) instead of codes")
+    p.set_defaults(func=cmd_simulate)
+
+
+def load_npy(path):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise QornnError(f"input file {path} not found") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise QornnError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+
+
+def save_npy(path, array) -> None:
+    import io
+
+    import numpy as np
+
+    from qornn.atomic import write_bytes_atomic
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    try:
+        write_bytes_atomic(path, buf.getvalue())
+    except OSError as e:
+        raise QornnError(f"cannot write {path}: {e.strerror}") from None
+
+
+def cmd_simulate(args) -> int:
+    from qornn.export.artifact import load_artifact
+    from qornn.export.simulator import simulate
+
+    art = load_artifact(args.artifact)
+    x = load_npy(args.input)
+    res = simulate(art, x, return_hidden=args.hidden_out is not None)
+    save_npy(args.out, res.output_real if args.real else res.output)
+    if args.hidden_out:
+        save_npy(args.hidden_out, res.hidden_real if args.real else res.hidden)
+    print(f"wrote {args.out}: outputs {res.output.shape} ({'real' if args.real else 'int64 codes'}, "
+          f"scale {res.output_scale:.6g}) for {x.shape[0]} sequences of {x.shape[1]} steps")
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------
+def add_demo(sub):
+    p = sub.add_parser("demo", help="train, export, simulate and verify a small copy-task QORNN")
+    p.add_argument("--out", default="demo-out", help="where the demo writes its files (default demo-out)")
+    p.add_argument("--steps", type=_positive, default=None, help="training steps (default: the demo's own)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from qornn.demo import run_demo
+
+    return run_demo(args.out, steps=args.steps)
+
+
+COMMANDS = [add_train, add_export, add_simulate, add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qornn import __version__
+
+    parser = argparse.ArgumentParser(prog="qornn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"qornn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except QornnError as e:
+        print(f"qornn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qornn: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"qornn: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

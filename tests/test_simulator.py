@@ -1,0 +1,106 @@
+"""The simulator against a slow, independent, per-element integer implementation (Python ints)."""
+
+import numpy as np
+import pytest
+
+from qornn.errors import QornnError
+from qornn.export.simulator import quantize_input, simulate
+from qornn.testing import boundary_inputs, random_artifact
+
+
+def reference(art, x):
+    """docs/spec.md, one element at a time, with Python's unbounded integers."""
+    W, U, V = art.W.tolist(), art.U.tolist(), art.V.tolist()
+    b, c = art.b.tolist(), art.c.tolist()
+    n, o = art.hidden_size, art.output_size
+    hmax, S = art.h_max, art.shift
+    H, Y = [], []
+    for seq in x.tolist():
+        h = [0] * n
+        hs, ys = [], []
+        for xt in seq:
+            new = []
+            for i in range(n):
+                aw = sum(W[i][j] * h[j] for j in range(n))
+                au = sum(U[i][k] * xt[k] for k in range(len(xt)))
+                p = art.m_w * aw + art.m_u * au
+                z = (p + 2 ** (S - 1)) // 2**S if S > 0 else p
+                if art.activation == "modrelu":
+                    a = min(max(abs(z) + b[i], 0), hmax)
+                    new.append(a if z > 0 else -a if z < 0 else 0)
+                else:
+                    new.append(min(max(z, 0), hmax))
+            h = new
+            hs.append(h)
+            ys.append([sum(V[q][i] * h[i] for i in range(n)) + c[q] for q in range(o)])
+        H.append(hs)
+        Y.append(ys if art.output_mode == "every_step" else ys[-1])
+    return np.array(H, dtype=np.int64), np.array(Y, dtype=np.int64)
+
+
+CASES = [  # hidden, inputs, outputs, weight bits, act bits, activation, output mode, time
+    (37, 10, 9, 3, 9, "modrelu", "every_step", 12),
+    (1, 1, 1, 1, 2, "modrelu", "every_step", 20),
+    (255, 3, 2, 8, 16, "modrelu", "last_step", 3),
+    (5, 4, 3, 2, 3, "relu", "every_step", 30),
+    (16, 7, 4, 4, 8, "relu", "last_step", 15),
+    (23, 2, 5, 5, 12, "modrelu", "last_step", 10),
+    (9, 6, 2, 6, 5, "modrelu", "every_step", 25),
+    (31, 5, 3, 7, 14, "relu", "every_step", 8),
+    (2, 9, 1, 1, 16, "relu", "last_step", 40),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"n{c[0]}-w{c[3]}-a{c[4]}-{c[5]}-{c[6]}" for c in CASES])
+def test_simulator_equals_reference(case):
+    n, m, o, kw, ka, act, mode, T = case
+    rng = np.random.default_rng(n * 1000 + kw * 10 + ka)
+    for trial in range(3):
+        art = random_artifact(rng, hidden=n, inputs=m, outputs=o, weight_bits=kw, act_bits=ka,
+                              input_bits=int(rng.integers(2, 17)), output_bits=int(rng.integers(1, 9)),
+                              activation=act, output_mode=mode, shift=int(rng.integers(0, 20)))
+        x = boundary_inputs(art, rng, 3, T)
+        H, Y = reference(art, x)
+        for force_int64 in (False, True):
+            res = simulate(art, x, force_int64=force_int64)
+            assert res.hidden.dtype == np.int64 and res.output.dtype == np.int64
+            assert np.array_equal(res.hidden, H)
+            assert np.array_equal(res.output, Y)
+
+
+def test_saturation_is_reached():
+    """The boundary inputs must actually exercise the clamp, or the tests above prove less."""
+    rng = np.random.default_rng(3)
+    art = random_artifact(rng, hidden=37, inputs=10, act_bits=9, weight_bits=3)
+    h = simulate(art, boundary_inputs(art, rng, 8, 100)).hidden
+    assert (np.abs(h) == art.h_max).mean() > 0.01 and (h == 0).mean() > 0.01
+
+
+def test_reference_detects_a_changed_weight():
+    rng = np.random.default_rng(5)
+    art = random_artifact(rng, hidden=7, inputs=3, weight_bits=4, act_bits=8)
+    x = boundary_inputs(art, rng, 2, 10)
+    before = simulate(art, x).output
+    art.W[0, 0] = art.W[0, 0] + 1 if art.W[0, 0] < 7 else art.W[0, 0] - 1
+    assert not np.array_equal(simulate(art, x).output, before)
+
+
+def test_real_inputs_are_quantized_round_half_up():
+    rng = np.random.default_rng(0)
+    art = random_artifact(rng, hidden=3, inputs=2, input_bits=4)  # x_max = 7, s_x = 1/7
+    x = np.array([[[0.5 / 7, -0.5 / 7], [2.0, -2.0]]])
+    assert quantize_input(art, x).tolist() == [[[1, 0], [7, -7]]]
+    assert np.array_equal(simulate(art, x).output, simulate(art, quantize_input(art, x)).output)
+
+
+@pytest.mark.parametrize("x, msg", [
+    (np.zeros((2, 3)), "shape"),
+    (np.zeros((2, 3, 4)), "shape"),
+    (np.full((1, 2, 5), 200), "codes must lie"),
+    (np.full((1, 2, 5), np.nan), "NaN"),
+    (np.zeros((1, 2, 5), dtype=bool), "dtype"),
+])
+def test_bad_inputs(x, msg):
+    art = random_artifact(np.random.default_rng(0), hidden=4, inputs=5)
+    with pytest.raises(QornnError, match=msg):
+        simulate(art, x)
