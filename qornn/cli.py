@@ -23,11 +23,15 @@ def _positive(text: str) -> int:
 def add_train(sub):
     p = sub.add_parser("train", help="train a QORNN and write a run directory")
     p.add_argument("--task", default="copy", help="copy (default), adding, smnist, pmnist, ptb-char")
-    p.add_argument("--method", default="ste-bjorck", help="training method (default ste-bjorck)")
+    p.add_argument("--method", default="ste-bjorck",
+                   help="ste-bjorck (default), ste-projunn, ste-pen, ptq-projunn, fp")
     p.add_argument("--hidden", type=_positive, default=64, help="hidden units (default 64)")
     p.add_argument("--weight-bits", type=_positive, default=4, help="bits of W and U, 1..8 (default 4)")
     p.add_argument("--output-bits", type=_positive, default=None, help="quantize V to this many bits during training")
     p.add_argument("--activation", default="modrelu", help="modrelu (default) or relu")
+    p.add_argument("--projunn-rank", type=_positive, default=1, help="rank k of projUNN updates (default 1)")
+    p.add_argument("--projunn-mode", default="D", help="projUNN-D (polar, default) or T (tangent)")
+    p.add_argument("--penalty", type=float, default=0.1, help="ste-pen orthogonality penalty weight (default 0.1)")
     p.add_argument("--length", type=_positive, default=None, help="sequence length of the task")
     p.add_argument("--steps", type=_positive, default=1000, help="optimizer steps; 0 writes the initial model")
     p.add_argument("--batch-size", type=_positive, default=64)
@@ -53,7 +57,8 @@ def build_model_and_task(args):
     torch.manual_seed(args.seed)
     model = QORNN(task.input_size, args.hidden, task.output_size, weight_bits=args.weight_bits,
                   activation=args.activation, method=args.method, output_mode=task.output_mode,
-                  output_bits=args.output_bits)
+                  output_bits=args.output_bits, projunn_rank=args.projunn_rank, projunn_mode=args.projunn_mode,
+                  penalty=args.penalty)
     return model, task
 
 
@@ -182,7 +187,38 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, steps=args.steps)
 
 
-COMMANDS = [add_train, add_export, add_simulate, add_demo]
+# -- data ----------------------------------------------------------------------------------
+def add_data(sub):
+    p = sub.add_parser("data", help="fetch and cache the real datasets (MNIST, char-level Penn TreeBank)")
+    p.add_argument("action", choices=["fetch"])
+    p.add_argument("name", choices=["mnist", "ptb-char"])
+    p.add_argument("--force", action="store_true", help="fetch again even if the cache is valid")
+    p.set_defaults(func=cmd_data)
+
+
+def cmd_data(args) -> int:
+    from qornn.train.datasets import fetch
+
+    print(f"{args.name}: {fetch(args.name, args.force)}")
+    return 0
+
+
+# -- report --------------------------------------------------------------------------------
+def add_report(sub):
+    p = sub.add_parser("report", help="PNG plots (training curves, singular values) and a markdown summary of a run")
+    p.add_argument("run", help="run directory from `qornn train`")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from qornn.train.report import write_report
+
+    for path in write_report(args.run):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = [add_train, add_export, add_simulate, add_demo, add_data, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

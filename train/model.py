@@ -19,7 +19,14 @@ from .quantizers import check_bits, fake_quantize
 
 ACTIVATIONS = ("modrelu", "relu")
 OUTPUT_MODES = ("every_step", "last_step")
-METHODS = ("ste-bjorck", "fp")
+METHODS = ("ste-bjorck", "ste-projunn", "ste-pen", "ptq-projunn", "fp")
+"""Training methods of the QORNN paper (arXiv 2402.04012), plus the full-precision baseline:
+  ste-bjorck   W_q = q(Björck(W / sigma_max(W))), STE through q, autograd through Björck
+  ste-projunn  W kept orthogonal by projUNN rank-k updates; forward uses q(W) (STE)
+  ste-pen      free W, forward uses q(W) (STE), loss += penalty * ||q(W)^T q(W) - I||_F^2
+  ptq-projunn  full-precision projUNN training; quantized only after training
+  fp           full-precision orthogonal RNN (Björck parametrization), quantized only after training
+"""
 
 
 def modrelu(z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -40,6 +47,9 @@ class QORNN(nn.Module):
         output_bits: int | None = None,
         bjorck_iters: int = 15,
         power_iters: int = 3,
+        projunn_rank: int = 1,
+        projunn_mode: str = "D",
+        penalty: float = 0.1,
     ):
         super().__init__()
         for name, value in (("input size", input_size), ("hidden size", hidden_size), ("output size", output_size)):
@@ -55,11 +65,22 @@ class QORNN(nn.Module):
             raise QornnError(f"unknown output mode {output_mode!r}; choose one of {', '.join(OUTPUT_MODES)}")
         if method not in METHODS:
             raise QornnError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if method in ("ste-projunn", "ptq-projunn"):
+            if not isinstance(projunn_rank, int) or not 1 <= projunn_rank <= hidden_size:
+                raise QornnError(f"projUNN rank must be in 1..hidden size ({hidden_size}), got {projunn_rank!r}")
+            if projunn_mode not in ("D", "T"):
+                raise QornnError(f"projUNN mode must be D or T, got {projunn_mode!r}")
+        if method == "ste-pen" and not (penalty >= 0 and math.isfinite(penalty)):
+            raise QornnError(f"penalty must be a finite number >= 0, got {penalty!r}")
+        if weight_bits is None and method.startswith("ste-"):
+            raise QornnError(f"method {method} trains quantized weights; give weight bits")
         self.config = dict(
             input_size=input_size, hidden_size=hidden_size, output_size=output_size,
             weight_bits=weight_bits, activation=activation, method=method, output_mode=output_mode,
             output_bits=output_bits, bjorck_iters=bjorck_iters, power_iters=power_iters,
+            projunn_rank=projunn_rank, projunn_mode=projunn_mode, penalty=penalty,
         )
+        self.projunn_rank, self.projunn_mode, self.penalty = projunn_rank, projunn_mode, penalty
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.weight_bits, self.output_bits = weight_bits, output_bits
         self.activation, self.method, self.output_mode = activation, method, output_mode
@@ -86,7 +107,7 @@ class QORNN(nn.Module):
     # -- weights --------------------------------------------------------------------------
     def recurrent_float(self) -> torch.Tensor:
         """The full-precision recurrent matrix the method trains (before quantization)."""
-        if self.method == "ste-bjorck":
+        if self.method in ("ste-bjorck", "fp"):
             if not self.training and self._cache is not None:
                 return self._cache
             sigma, u = spectral_norm_estimate(self.W, self.power_iters, self._power_u)
@@ -105,6 +126,31 @@ class QORNN(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):
         self._cache = None
         return super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def train_quantized(self) -> bool:
+        """Whether training sees quantized weights (QAT) or full precision (PTQ methods)."""
+        return self.method.startswith("ste-")
+
+    def regularizer(self) -> torch.Tensor | None:
+        """STE-pen's soft orthogonality penalty on the quantized recurrent matrix."""
+        if self.method != "ste-pen" or self.penalty == 0:
+            return None
+        wq = fake_quantize(self.W, self.weight_bits)
+        eye = torch.eye(self.hidden_size, device=wq.device, dtype=wq.dtype)
+        return self.penalty * ((wq.t() @ wq - eye) ** 2).sum()
+
+    def before_step(self) -> None:
+        self._w_before = self.W.detach().clone() if self.method.endswith("projunn") else None
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """projUNN: replace the optimizer's update by its rank-k orthogonal counterpart."""
+        if getattr(self, "_w_before", None) is not None:
+            from .projunn import projunn_update
+
+            self.W.copy_(projunn_update(self._w_before, self.W, self.projunn_rank, self.projunn_mode))
+            self._w_before = None
 
     def effective_weights(self, quantized: bool = True) -> dict[str, torch.Tensor]:
         """W, U, V as the forward pass uses them (fake-quantized, or float if quantized=False)."""

@@ -52,14 +52,20 @@ def train(model, task, steps: int, out, batch_size: int = 64, lr: float = 1e-3, 
         bar = tqdm(range(1, steps + 1), desc="train", disable=not progress or steps == 0, dynamic_ncols=True)
         for step in bar:
             x, y = task.batch(batch_size, rng)
-            loss = task.loss(model(x.to(device)), y.to(device))
-            if not torch.isfinite(loss):
-                raise QornnError(f"training diverged at step {step} (loss {float(loss)}); lower --lr")
+            loss = task.loss(model(x.to(device), quantized=model.train_quantized), y.to(device))
+            reg = model.regularizer()
+            total = loss if reg is None else loss + reg
+            if not torch.isfinite(total):
+                raise QornnError(f"training diverged at step {step} (loss {float(total)}); lower --lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            model.before_step()
             opt.step()
+            model.after_step()
             rec = {"step": step, "loss": loss.item(), "time": round(time.time() - t0, 3)}
+            if reg is not None:
+                rec["penalty"] = reg.item()
             if step % eval_every == 0 or step == steps:
                 rec |= {f"eval_{k}": v for k, v in evaluate(model, task).items()}
                 rec |= diagnostics(model)

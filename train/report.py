@@ -1,0 +1,98 @@
+"""`qornn report RUN_DIR`: plots a person would rather look at than read, and a short summary.
+
+training.png  loss and the task metric over steps; sigma_min/max of q(W) and ||q(W)^T q(W) - I||_F
+spectrum.png  singular values of the quantized recurrent matrix q(W) against the float W
+report.md     the run's configuration, final metrics and orthogonality diagnostics
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qornn.errors import QornnError
+
+from .checkpoint import METRICS_FILE, load_run
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(run_dir) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    model, task, cfg = load_run(run_dir)
+    try:
+        recs = [json.loads(l) for l in (run_dir / METRICS_FILE).read_text().splitlines() if l.strip()]
+    except (OSError, json.JSONDecodeError):
+        raise QornnError(f"{run_dir / METRICS_FILE}: missing or not JSON lines") from None
+    m = task.metric
+    with torch.no_grad():
+        w_float = model.recurrent_float().double()
+        w_q = model.effective_weights()["W"].double()
+        s_f, s_q = torch.linalg.svdvals(w_float).numpy(), torch.linalg.svdvals(w_q).numpy()
+        eye = torch.eye(model.hidden_size, dtype=torch.float64)
+        orth_q = float(torch.linalg.matrix_norm(w_q.t() @ w_q - eye))
+        orth_f = float(torch.linalg.matrix_norm(w_float.t() @ w_float - eye))
+
+    title = f"{task.name}, {model.method}, hidden {model.hidden_size}, {model.weight_bits}-bit weights"
+    written = []
+    if recs:
+        steps = [r["step"] for r in recs]
+        ev = [r for r in recs if f"eval_{m}" in r]
+        fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
+        ax[0].plot(steps, [r["loss"] for r in recs], lw=0.8)
+        ax[0].set_xlabel("step"), ax[0].set_ylabel("train loss"), ax[0].set_yscale("log")
+        if ev:
+            ev_steps = [r["step"] for r in ev]
+            ax[1].plot(ev_steps, [r[f"eval_{m}"] for r in ev], "o-", color="C1")
+            ax[2].plot(ev_steps, [r["sigma_max"] for r in ev], "o-", label="σ_max q(W)")
+            ax[2].plot(ev_steps, [r["sigma_min"] for r in ev], "o-", label="σ_min q(W)")
+            twin = ax[2].twinx()
+            twin.plot(ev_steps, [r["orth_err"] for r in ev], "s--", color="C3", label="‖q(W)ᵀq(W) − I‖_F")
+            twin.set_ylabel("‖q(W)ᵀq(W) − I‖_F"), twin.legend(loc="upper right")
+        ax[1].set_xlabel("step"), ax[1].set_ylabel(f"eval {m} (quantized)")
+        ax[2].set_xlabel("step"), ax[2].set_ylabel("singular value"), ax[2].legend(loc="upper left")
+        fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0, 1, 0.94))
+        _save_fig(fig, run_dir / "training.png")
+        written.append(run_dir / "training.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(np.arange(1, len(s_f) + 1), s_f, label="W (float, as trained)")
+    ax.plot(np.arange(1, len(s_q) + 1), s_q, label=f"q(W), {model.weight_bits}-bit")
+    ax.axhline(1.0, color="gray", lw=0.6, ls=":")
+    ax.set_xlabel("index"), ax.set_ylabel("singular value"), ax.set_title(f"spectrum — {title}", fontsize=9)
+    ax.legend()
+    _save_fig(fig, run_dir / "spectrum.png")
+    written.append(run_dir / "spectrum.png")
+
+    final = cfg.get("train", {}).get("final", {})
+    lines = [f"# Run report: {run_dir.name}", "", f"{title}; task {json.dumps(task.config())}", "",
+             "| model | " + " | ".join(final.get("float", {}).keys()) + " |",
+             "|---|" + "---|" * len(final.get("float", {}))]
+    for name in ("float", "quantized"):
+        if name in final:
+            lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in final[name].values()) + " |")
+    lines += ["", f"- σ(q(W)) in [{s_q.min():.4f}, {s_q.max():.4f}]; σ(W) in [{s_f.min():.4f}, {s_f.max():.4f}]",
+              f"- ‖q(W)ᵀq(W) − I‖_F = {orth_q:.4f}; ‖WᵀW − I‖_F = {orth_f:.4f}",
+              f"- {len(recs)} logged steps; training time {cfg.get('train', {}).get('seconds', '?')} s", "",
+              "![training](training.png)" if recs else "", "![spectrum](spectrum.png)", ""]
+    tmp = run_dir / ".report.md.tmp"
+    tmp.write_text("\n".join(lines))
+    tmp.replace(run_dir / "report.md")
+    written.append(run_dir / "report.md")
+    return written
