@@ -32,7 +32,8 @@ def add_train(sub):
     p.add_argument("--projunn-rank", type=_positive, default=1, help="rank k of projUNN updates (default 1)")
     p.add_argument("--projunn-mode", default="D", help="projUNN-D (polar, default) or T (tangent)")
     p.add_argument("--penalty", type=float, default=0.1, help="ste-pen orthogonality penalty weight (default 0.1)")
-    p.add_argument("--length", type=_positive, default=None, help="sequence length of the task")
+    p.add_argument("--length", type=_positive, default=None, help="sequence length (copy, adding, ptb-char)")
+    p.add_argument("--pixels-per-step", type=_positive, default=None, help="(s/p)MNIST pixels per step (default 1)")
     p.add_argument("--steps", type=_positive, default=1000, help="optimizer steps; 0 writes the initial model")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -49,7 +50,7 @@ def build_model_and_task(args):
     from qornn.train import QORNN
     from qornn.train.tasks import make_task
 
-    task = make_task(args.task, length=args.length)
+    task = make_task(args.task, length=args.length, pixels_per_step=args.pixels_per_step)
     if args.hidden <= 0:
         raise QornnError(f"--hidden must be a positive integer, got {args.hidden}")
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
@@ -218,7 +219,40 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = [add_train, add_export, add_simulate, add_demo, add_data, add_report]
+# -- bench ---------------------------------------------------------------------------------
+def add_bench(sub):
+    from qornn.reproduce import ALL_METHODS
+
+    p = sub.add_parser("bench", help="reproduction grid: methods x weight bits, float / fake-quantized / integer")
+    p.add_argument("--task", default="copy")
+    p.add_argument("--methods", nargs="+", default=ALL_METHODS)
+    p.add_argument("--bits", nargs="+", type=_positive, default=[3, 4, 5, 6, 7, 8])
+    p.add_argument("--hidden", type=_positive, default=64)
+    p.add_argument("--steps", type=_positive, default=1000)
+    p.add_argument("--length", type=_positive, default=None)
+    p.add_argument("--pixels-per-step", type=_positive, default=None)
+    p.add_argument("--act-bits", type=_positive, default=12)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--eval-batches", type=_positive, default=4, help="held-out batches of 128 (0 = whole test split)")
+    p.add_argument("--seed", type=_positive, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="directory for results.csv, results.md, sweep.png and the runs")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from qornn.reproduce import run_grid
+
+    opts = {k: v for k, v in (("length", args.length), ("pixels_per_step", args.pixels_per_step)) if v}
+    run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
+             lr=args.lr, batch_size=args.batch_size, seed=args.seed, task_options=opts,
+             eval_batches=args.eval_batches or None, device=args.device)
+    print((__import__("pathlib").Path(args.out) / "results.md").read_text())
+    return 0
+
+
+COMMANDS = [add_train, add_export, add_simulate, add_demo, add_data, add_report, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

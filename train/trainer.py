@@ -17,21 +17,35 @@ from .checkpoint import METRICS_FILE, save_run
 
 
 @torch.no_grad()
-def evaluate(model, task, batches: int = 4, batch_size: int = 128, seed: int = 12345, quantized: bool = True) -> dict:
-    """Mean of the task's metrics over fixed held-out batches (same seed, same data every call)."""
+def evaluate(model, task, batches: int | None = 4, batch_size: int = 128, seed: int = 12345,
+             quantized: bool = True) -> dict:
+    """Task metrics averaged over held-out batches (`tasks.eval_data`: the same data every call)."""
+    from .tasks import eval_data
+
     was_training = model.training
     model.eval()
-    rng = np.random.default_rng(seed)
     device = next(model.parameters()).device
-    acc: dict[str, float] = {}
-    for _ in range(batches):
-        x, y = task.batch(batch_size, rng)
-        m = task.metrics(model(x.to(device), quantized=quantized).cpu(), y)
-        for k, v in m.items():
-            if v is not None:
-                acc[k] = acc.get(k, 0.0) + v / batches
+    return_metrics = _Mean()
+    for x, y in eval_data(task, batches, batch_size, seed):
+        return_metrics.add(task.metrics(model(x.to(device), quantized=quantized).cpu(), y), len(y))
     model.train(was_training)
-    return acc
+    return return_metrics.result()
+
+
+class _Mean:
+    """Sample-weighted mean of metric dicts (the last test batch may be smaller)."""
+
+    def __init__(self):
+        self.sums, self.n = {}, 0
+
+    def add(self, metrics: dict, n: int) -> None:
+        for k, v in metrics.items():
+            if v is not None:
+                self.sums[k] = self.sums.get(k, 0.0) + v * n
+        self.n += n
+
+    def result(self) -> dict:
+        return {k: v / self.n for k, v in self.sums.items()}
 
 
 def train(model, task, steps: int, out, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,

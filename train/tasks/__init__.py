@@ -29,3 +29,18 @@ def make_task(name: str, **options):
         return cls(**{k: v for k, v in options.items() if v is not None})
     except TypeError as e:
         raise QornnError(f"task {name!r}: {e}") from None
+
+
+def eval_data(task, batches: int | None = 4, batch_size: int = 128, seed: int = 12345):
+    """Held-out batches: the test split of a finite dataset (its first `batches` batches; None = all),
+    else fresh batches from a fixed seed. Every executor is scored on exactly these."""
+    import itertools
+
+    import numpy as np
+
+    if hasattr(task, "eval_batches"):
+        yield from itertools.islice(task.eval_batches(batch_size), batches)
+        return
+    rng = np.random.default_rng(seed)
+    for _ in range(batches or 4):
+        yield task.batch(batch_size, rng)
