@@ -36,8 +36,9 @@ def run_grid(task_name: str, methods: list[str], bits: list[int], hidden: int, s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task = make_task(task_name, **(task_options or {}))
-    rows = []
-    cells = [(m, k) for m in methods for k in bits]
+    rows = _resume(out, task_name, hidden, steps, act_bits, seed)
+    done = {(r["method"], r["weight_bits"]) for r in rows}
+    cells = [(m, k) for m in methods for k in bits if (m, k) not in done]
     bar = tqdm(cells, desc=f"{task_name} grid", dynamic_ncols=True)
     for method, k in bar:
         bar.set_postfix(method=method, bits=k)
@@ -59,6 +60,24 @@ def run_grid(task_name: str, methods: list[str], bits: list[int], hidden: int, s
         rows.append(row)
         _write(out, rows, task, bits, methods)
     return rows
+
+
+def _resume(out: Path, task_name, hidden, steps, act_bits, seed) -> list[dict]:
+    """Rows of an earlier, interrupted run of the same grid (same task, budget and seed)."""
+    path = out / "results.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = []
+    for r in rows:
+        same = (r["task"], int(r["hidden"]), int(r["steps"]), int(r["act_bits"]), int(r["seed"])) == \
+            (task_name, hidden, steps, act_bits, seed)
+        if same:
+            keep.append({k: (int(v) if k in ("weight_bits", "act_bits", "hidden", "steps", "seed") else
+                             float(v) if k in ("float", "fake_quantized", "integer", "seconds") else v)
+                         for k, v in r.items()})
+    return keep
 
 
 def _write(out: Path, rows: list[dict], task, bits, methods) -> None:
