@@ -9,6 +9,8 @@ Otherwise it falls back to int64. Both paths return int64 arrays.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,11 @@ import numpy as np
 from qornn.errors import QornnError
 
 from .artifact import Artifact
+
+try:  # the ufunc behind np.clip, without its Python-level wrapper (~10 us a call saved)
+    from numpy._core.umath import clip as _clip
+except ImportError:  # other NumPy versions
+    _clip = np.clip
 
 
 @dataclass
@@ -32,6 +39,61 @@ class SimResult:
     @property
     def hidden_real(self) -> np.ndarray | None:
         return None if self.hidden is None else self.hidden * self.hidden_scale
+
+
+# -- BLAS threads in the time loop ----------------------------------------------------------
+# Each step's product is small ((B x n) . (n x n)); OpenBLAS splits it over its worker threads,
+# which meet at a barrier every call. On an idle machine that gains little; on a busy one (other
+# processes on the cores) a descheduled worker stalls every step: measured on a 2-core box, a
+# (256x128).(128x128) product took ~16 ms with 2 threads and ~0.6 ms with 1 under load. So the
+# loop runs OpenBLAS single-threaded, found through ctypes in the already loaded library (numpy
+# stays the only dependency); where no OpenBLAS control is found this is a no-op. The setting is
+# process-wide while the loop runs and restored afterwards. Results never depend on it.
+LOOP_BLAS_THREADS = 1
+BLOCK_BYTES = 4 << 20   # size of the simulator's block buffer (cache-resident); see `simulate`
+_BLAS_SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                 ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                 ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                 ("openblas_get_num_threads", "openblas_set_num_threads"))
+_blas_ctl: list | None = None
+
+
+def _blas_controls() -> list:
+    """(get, set) pairs of every OpenBLAS loaded in this process (Linux /proc/self/maps)."""
+    global _blas_ctl
+    if _blas_ctl is None:
+        _blas_ctl = []
+        try:
+            with open("/proc/self/maps") as f:
+                paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.rsplit("/", 1)[-1].lower()})
+            for path in paths:
+                lib = ctypes.CDLL(path)
+                for get_name, set_name in _BLAS_SYMBOLS:
+                    if hasattr(lib, get_name) and hasattr(lib, set_name):
+                        get, set_ = getattr(lib, get_name), getattr(lib, set_name)
+                        get.restype, get.argtypes = ctypes.c_int, []
+                        set_.restype, set_.argtypes = None, [ctypes.c_int]
+                        _blas_ctl.append((get, set_))
+                        break
+        except (OSError, ValueError, AttributeError):
+            pass
+    return _blas_ctl
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Run the block with `n` OpenBLAS threads (None: leave as is), restoring the old count."""
+    ctl = _blas_controls() if n else []
+    old = [get() for get, _ in ctl]
+    try:
+        for (_, set_), o in zip(ctl, old):
+            if o != n:
+                set_(n)
+        yield
+    finally:
+        for (get, set_), o in zip(ctl, old):
+            if get() != o:
+                set_(o)
 
 
 def check_input(art: Artifact, x) -> np.ndarray:
@@ -58,42 +120,69 @@ def quantize_input(art: Artifact, x: np.ndarray) -> np.ndarray:
 
 
 def simulate(art: Artifact, x, return_hidden: bool = True, force_int64: bool = False) -> SimResult:
-    """Run the integer recurrence on input codes (or real inputs, quantized first) of shape (B, T, m)."""
+    """Run the integer recurrence on input codes (or real inputs, quantized first) of shape (B, T, m).
+
+    Speed notes (results are unchanged by them). One matrix product per step does all the
+    arithmetic before the activation: a block buffer Z of shape (C+1, B, n+m+1) holds in slot j the
+    rows ``[h_{t-1}, x_t, 1]``, so ``Z[j] · [M_W Wᵀ; M_U Uᵀ; 2^(S-1)]`` is ``p_t``, and the
+    activation writes h_t straight into slot j+1; nothing is allocated inside the loop. Every C
+    steps (a block of a few MB, cache-resident) the block's hidden codes are copied out as int64,
+    its outputs computed with one product, and the last state moved to slot 0, so memory stays
+    O(B·T·n) for the returned codes only. In float64 the factor 2^-S is folded into the matrix
+    too: a power-of-two scaling only moves the exponent, so every partial sum is ``k · 2^-S`` with
+    ``|k|`` below the spec's ``pre`` bound < 2^53, exact in any order, and ``floor`` gives the
+    spec's rounding. sign(z) is ``clip(z, -1, 1)`` (z is an integer; NumPy's ``sign`` is several
+    times slower). The loop runs BLAS single-threaded (see ``blas_threads``).
+    """
     x = check_input(art, x)
-    B, T, _ = x.shape
+    B, T, m = x.shape
+    n, o = art.hidden_size, art.output_size
     exact = art.float64_exact() and not force_int64
     dt = np.float64 if exact else np.int64
-    W_t = art.W.astype(dt).T
-    b = art.b.astype(dt)
-    half, hmax, hmin = (1 << art.shift) >> 1, art.h_max, art.h_min
-    # The input term of every step at once: one large matrix product.
-    pre_u = x.astype(dt) @ art.U.astype(dt).T
-    pre_u *= art.m_u
-    pre_u += half
-    h = np.zeros((B, art.hidden_size), dtype=dt)
-    keep = return_hidden or art.output_mode == "every_step"
-    H = np.empty((B, T, art.hidden_size), dtype=dt) if keep else None
-    p = np.empty_like(h)
-    for t in range(T):
-        np.matmul(h, W_t, out=p)
-        p *= art.m_w
-        p += pre_u[:, t]
-        if exact:
-            z = np.floor(p / float(1 << art.shift))
-        else:
-            z = p >> art.shift
-        if art.activation == "modrelu":
-            a = np.abs(z)
-            a += b
-            np.clip(a, 0, hmax, out=a)
-            h = np.sign(z) * a
-        else:
-            h = np.clip(z, hmin, hmax)
-        if keep:
-            H[:, t] = h
+    S = art.shift
+    half = (1 << S) >> 1
+    K = np.concatenate([art.m_w * art.W.astype(np.int64).T, art.m_u * art.U.astype(np.int64).T,
+                        np.full((1, n), half, dtype=np.int64)]).astype(dt)
+    if exact:
+        K *= 2.0 ** -S
     V_t, c = art.V.astype(dt).T, art.c.astype(dt)
-    out_h = H if art.output_mode == "every_step" else h
-    y = out_h @ V_t + c
-    hidden = H.astype(np.int64) if (return_hidden and H is not None) else None
-    return SimResult(hidden=hidden, output=y.astype(np.int64), hidden_scale=art.hidden_scale,
-                     output_scale=art.output_scale)
+    every = art.output_mode == "every_step"
+    C = int(min(T, max(1, BLOCK_BYTES // (8 * B * (n + m + 1)))))    # steps per block
+    Z = np.empty((C + 1, B, n + m + 1), dtype=dt)   # time-major: slot j is one contiguous (B, K)
+    Z[0, :, :n] = 0                                 # h_0
+    Z[:, :, n + m] = 1
+    hidden = np.empty((B, T, n), dtype=np.int64) if return_hidden else None
+    Y = np.empty((B, T, o), dtype=dt) if every else None
+    b = art.b.astype(dt)
+    hmax = art.h_max
+    p = np.empty((B, n), dtype=dt)
+    a = np.empty((B, n), dtype=dt)
+    with blas_threads(LOOP_BLAS_THREADS if exact else None):
+        for t0 in range(0, T, C):
+            k = min(C, T - t0)
+            Z[:k, :, n:n + m] = x[:, t0:t0 + k].transpose(1, 0, 2)
+            for j in range(k):
+                np.matmul(Z[j], K, out=p)
+                if exact:
+                    np.floor(p, out=p)
+                elif S:
+                    np.right_shift(p, S, out=p)  # arithmetic shift of int64: floor division by 2^S
+                dest = Z[j + 1, :, :n]
+                if art.activation == "modrelu":
+                    np.abs(p, out=a)
+                    a += b
+                    _clip(a, 0, hmax, out=a)
+                    _clip(p, -1, 1, out=p)     # sign(z), z integer
+                    np.multiply(p, a, out=dest)
+                else:
+                    _clip(p, 0, hmax, out=dest)
+            hs = Z[1:k + 1, :, :n]             # (k, B, n), uniform row stride: one 2-D matrix
+            if hidden is not None:
+                hidden[:, t0:t0 + k] = hs.transpose(1, 0, 2)
+            if every:
+                Y[:, t0:t0 + k] = (hs.reshape(k * B, n) @ V_t).reshape(k, B, o).transpose(1, 0, 2)
+            Z[0, :, :n] = Z[k, :, :n]
+    y = Y if every else Z[0, :, :n] @ V_t
+    y += c
+    return SimResult(hidden=hidden, output=np.ascontiguousarray(y, dtype=np.int64),
+                     hidden_scale=art.hidden_scale, output_scale=art.output_scale)

@@ -252,7 +252,81 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = [add_train, add_export, add_simulate, add_demo, add_data, add_report, add_bench]
+# -- hls -----------------------------------------------------------------------------------
+def add_hls(sub):
+    p = sub.add_parser("hls", help="generate the hls4ml firmware project of an artifact (C-sim, synthesis)")
+    p.add_argument("artifact", help="artifact directory from `qornn export`")
+    p.add_argument("--out", required=True, help="project directory to write")
+    p.add_argument("--backend", default="Vitis", help="Vitis (default) or Vivado")
+    p.add_argument("--reuse-factor", type=_positive, default=1, help="hls4ml reuse factor of the three matrix "
+                   "products (default 1); must suit the layer sizes")
+    p.add_argument("--strategy", default="Latency", help="Latency (default) or Resource (nnet::dense kernels)")
+    p.add_argument("--part", default=None, help="FPGA part (default xcvu13p-flga2577-2-e)")
+    p.add_argument("--clock-period", type=float, default=5, help="clock period in ns (default 5)")
+    p.add_argument("--max-length", type=_positive, default=1024, help="longest sequence the core takes (default 1024)")
+    p.add_argument("--io-type", default="io_stream", help="io_stream (default: one AXI-stream beat per time step) "
+                   "or io_parallel (whole sequence as one array)")
+    p.add_argument("--compile", action="store_true", help="also compile the C-simulation library (g++)")
+    p.add_argument("--build", action="store_true", help="also run HLS synthesis (needs vitis_hls / vivado_hls)")
+    p.add_argument("--force", action="store_true", help="replace an existing project directory")
+    p.set_defaults(func=cmd_hls)
+
+
+def cmd_hls(args) -> int:
+    from qornn.hls import build_project, compile_project, read_meta, write_project
+
+    prj = write_project(args.artifact, args.out, backend=args.backend, reuse_factor=args.reuse_factor,
+                        part=args.part, clock_period=args.clock_period, max_length=args.max_length,
+                        strategy=args.strategy, force=args.force, io_type=args.io_type)
+    meta = read_meta(prj)
+    o, mdl, t = meta["options"], meta["model"], meta["types"]
+    print(f"wrote {prj}: hls4ml {o['backend']} project ({o['io_type']}, {o['strategy']}, reuse factor "
+          f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, max length {o['max_length']})")
+    print(f"  core   : hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, outputs {mdl['output_size']}, "
+          f"{mdl['activation']}, {mdl['output_mode']}")
+    print(f"  types  : x {t['x']}, h {t['h']}, W/U {t['W,U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
+          f"pre {t['pre']}, y {t['y']}")
+    if args.compile:
+        import time
+
+        t0 = time.perf_counter()
+        lib = compile_project(prj)
+        print(f"  compile: C-simulation library {lib.name} built in {time.perf_counter() - t0:.1f} s")
+    if args.build:
+        report = build_project(prj)
+        syn = report.get("CSynthesisReport") or {}
+        keys = ("BestLatency", "WorstLatency", "IntervalMin", "LUT", "FF", "DSP", "BRAM_18K")
+        found = ", ".join(f"{k} {syn[k]}" for k in keys if k in syn)
+        print(f"  build  : synthesis done{': ' + found if found else ''} (reports in {prj}/qornn_core_prj)")
+    else:
+        print(f"  synthesize: cd {prj} && {'vitis_hls' if o['backend'] == 'Vitis' else 'vivado_hls'} -f build_prj.tcl")
+    return 0
+
+
+# -- verify --------------------------------------------------------------------------------
+def add_verify(sub):
+    p = sub.add_parser("verify", help="run ONNX / hls4ml C-simulation against the integer simulator, bit for bit")
+    p.add_argument("artifact", help="artifact directory from `qornn export`")
+    p.add_argument("--onnx", action="store_true", help="run ARTIFACT/model.onnx with onnxruntime")
+    p.add_argument("--hls", default=None, metavar="PRJ_DIR", help="hls4ml project directory to C-simulate")
+    p.add_argument("--sequences", type=_positive, default=64, help="random input sequences (default 64)")
+    p.add_argument("--length", type=_positive, default=500, help="time steps per sequence (default 500)")
+    p.add_argument("--seed", type=_positive, default=0)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args) -> int:
+    """Exit 0 when every executor equals the simulator on every integer, 1 on any mismatch."""
+    from qornn.verify import format_table, verify
+
+    report = verify(args.artifact, onnx=args.onnx, hls_dir=args.hls, sequences=args.sequences,
+                    length=args.length, seed=args.seed)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0 if report["ok"] else 1
+
+
+COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench, add_hls]
 
 
 def build_parser() -> argparse.ArgumentParser:

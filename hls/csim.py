@@ -1,0 +1,179 @@
+"""C-simulation of a generated project: compile it with hls4ml (g++, no Xilinx tools) and run it.
+
+`run_csim` drives hls4ml's own ``predict`` (float64 in and out: every input code and, checked
+below, every output code is an integer below 2^53, so float64 carries them exactly; float32
+would drop bits past 24) and returns int64 codes shaped like the simulator's output.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from qornn.errors import QornnError
+
+from .project import INPUT_NAME, LENGTH_NAME, _last_lines, quiet, read_meta
+
+# resolved project dir -> ((library path, mtime), FilesystemModelGraph with that library loaded)
+_loaded: dict[str, tuple] = {}
+CSIM_FILE = "qornn_csim.json"   # which library was compiled, and in which directory
+
+
+def linked_model(prj_dir):
+    """hls4ml's FilesystemModelGraph of an existing project (compile / predict / build)."""
+    from hls4ml.utils.link import FilesystemModelGraph
+
+    from .layer import register
+
+    register()
+    prj = Path(prj_dir).resolve()
+    if not (prj / "hls4ml_config.yml").is_file():
+        raise QornnError(f"{prj} is not an hls4ml project (hls4ml_config.yml missing)")
+    model = FilesystemModelGraph(prj)  # prints nothing (safe in threads, see cache.py)
+    # The project may have been moved since it was written: hls4ml compiles in OutputDir.
+    model.config.config["OutputDir"] = str(prj)
+    return model
+
+
+def library_path(prj_dir) -> Path:
+    import yaml
+
+    prj = Path(prj_dir).resolve()
+    cfg = yaml.safe_load((prj / "hls4ml_config.yml").read_text())
+    return prj / "firmware" / f"{cfg['ProjectName']}-{cfg['Stamp']}.so"
+
+
+def library_ready(prj_dir) -> bool:
+    """Compiled, and compiled here: the library reads its weights from the absolute path of
+    firmware/weights it was built with, so a moved project must be compiled again."""
+    prj = Path(prj_dir).resolve()
+    lib = library_path(prj)
+    try:
+        stamp = json.loads((prj / CSIM_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return lib.is_file() and stamp.get("library") == lib.name and stamp.get("compiled_in") == str(prj)
+
+
+def _forget(prj: Path) -> None:
+    """Unload this project's library: dlopen returns an already loaded library of the same path
+    even when the file has been rebuilt since, so a rebuilt one must be closed first."""
+    _, model = _loaded.pop(str(prj), (None, None))
+    lib = getattr(model, "_top_function_lib", None)
+    if lib is not None:
+        try:
+            dlclose = ctypes.CDLL("libdl.so.2").dlclose
+            dlclose.argtypes = [ctypes.c_void_p]
+            dlclose(lib._handle)
+        except OSError:
+            pass
+
+
+def build_library(prj_dir, quiet_output: bool = True) -> Path:
+    """Compile the C-simulation library with hls4ml (its build_lib.sh; nothing is loaded).
+
+    `quiet_output=False` leaves stdout alone (hls4ml prints the compiler output only on failure),
+    which is safe in threads; the default captures it for the error message. Returns the path."""
+    prj = Path(prj_dir).resolve()
+    read_meta(prj)
+    model = linked_model(prj)
+    log = io.StringIO()
+    try:
+        if quiet_output:
+            with quiet(log):
+                lib = model.config.backend.compile(model)
+        else:
+            lib = model.config.backend.compile(model)
+    except Exception:
+        detail = _last_lines(log.getvalue(), 4) or "see the compiler output above"
+        raise QornnError(f"compiling the C-simulation of {prj} failed: {detail}") from None
+    (prj / CSIM_FILE).write_text(json.dumps({"library": Path(lib).name, "compiled_in": str(prj)}) + "\n")
+    return Path(lib)
+
+
+def compile_project(prj_dir) -> Path:
+    """hls4ml compile of a generated project: build its C-simulation shared library (g++, no
+    Xilinx tools) and drop any copy of it loaded in this process. Returns the library path."""
+    prj = Path(prj_dir).resolve()
+    _forget(prj)
+    return build_library(prj)
+
+
+def _model(prj: Path):
+    lib = library_path(prj)  # named after the project's Stamp, new on every write
+    if not library_ready(prj):
+        _forget(prj)
+        build_library(prj)
+    key = (str(lib), lib.stat().st_mtime_ns)
+    cached = _loaded.get(str(prj))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    _forget(prj)
+    model = linked_model(prj)
+    names = [v.name for v in model.get_input_variables()]
+    if names != [INPUT_NAME, LENGTH_NAME]:
+        raise QornnError(f"{prj}/hls4ml_config.yml lists the inputs as {names}, expected {[INPUT_NAME, LENGTH_NAME]}")
+    model._top_function_lib = ctypes.cdll.LoadLibrary(str(lib))
+    _loaded[str(prj)] = (key, model)
+    return model
+
+
+def _check_artifact(meta: dict, art) -> None:
+    if art is None:
+        return
+    want = art if isinstance(art, str) else art.content_hash()
+    have = meta["artifact"]["content_hash"]
+    if want != have:
+        raise QornnError(f"this firmware project was generated from a different artifact "
+                         f"(project {have[:12]}, given {want[:12]}); regenerate it with `qornn hls`")
+
+
+def run_csim(prj_dir, x_codes, art=None, lengths=None) -> np.ndarray:
+    """Run the compiled firmware on input codes of shape (B, T, m), T <= the project's max length.
+
+    `art` (an Artifact or its content hash), when given, must be the artifact the project was
+    generated from. `lengths` (B,) optionally gives each sequence its own length <= T (the rest
+    of its row is padding). Returns int64 output codes: (B, T, o) for every_step (steps past a
+    sequence's length are 0), (B, o) for last_step."""
+    prj = Path(prj_dir).resolve()
+    meta = read_meta(prj)
+    _check_artifact(meta, art)
+    model_info, opts = meta["model"], meta["options"]
+    m, o, T_max = model_info["input_size"], model_info["output_size"], opts["max_length"]
+    x = np.asarray(x_codes)
+    if x.ndim != 3 or x.shape[2] != m or x.shape[0] < 1 or x.shape[1] < 1:
+        raise QornnError(f"input must have shape (batch, time, {m}), got {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise QornnError(f"the firmware takes integer input codes, got dtype {x.dtype}")
+    B, T, _ = x.shape
+    if T > T_max:
+        raise QornnError(f"sequence length {T} exceeds the firmware's maximum length {T_max}; "
+                         f"regenerate the project with --max-length {T} or more")
+    xm = model_info["x_max"]
+    if x.min() < -xm or x.max() > xm:
+        raise QornnError(f"input codes must lie in [-{xm}, {xm}], got {int(x.min())}..{int(x.max())}")
+    if not meta.get("csim_exact", False):
+        raise QornnError("this model's outputs can exceed 2^53, which the float64 C-simulation interface "
+                         "cannot carry exactly; the firmware itself is exact, verify it in RTL co-simulation")
+    if lengths is None:
+        lens = np.full(B, T, dtype=np.int64)
+    else:
+        lens = np.asarray(lengths)
+        if lens.shape != (B,) or not np.issubdtype(lens.dtype, np.integer) or lens.min() < 1 or lens.max() > T:
+            raise QornnError(f"lengths must be {B} integers in 1..{T}")
+    xin = np.zeros((B, T_max, m), dtype=np.float64)
+    xin[:, :T] = x
+    model = _model(prj)
+    xin = np.ascontiguousarray(xin.reshape(B, T_max * m))
+    lin = np.ascontiguousarray(lens.astype(np.float64).reshape(B, 1))
+    y = np.asarray(model.predict([xin, lin]), dtype=np.float64).reshape(B, -1)
+    yi = y.astype(np.int64)
+    if not np.array_equal(yi.astype(np.float64), y):  # cannot happen for integer result types
+        raise QornnError("C-simulation returned non-integer outputs")
+    if model_info["output_mode"] == "every_step":
+        return yi.reshape(B, T_max, o)[:, :T].copy()
+    return yi.reshape(B, o)

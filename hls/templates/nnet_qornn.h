@@ -1,0 +1,282 @@
+// nnet_qornn.h -- the QORNN recurrent core for hls4ml (Vivado / Vitis backends).
+//
+// Implements the integer recurrence of the qornn artifact (docs/spec.md, schema version 1):
+//
+//   aW_t = W . h_{t-1}                    nnet::dense, exact (accum_t = accw_t holds every sum)
+//   aU_t = U . x_t                        nnet::dense, exact (accum_t = accu_t)
+//   p_t  = M_W . aW_t + M_U . aU_t + 2^(S-1)          exact in pre_t
+//   z_t  = p_t >> S                       arithmetic shift = floor; with the offset: round half up
+//   modReLU: h_t = sign(z_t) . clamp(|z_t| + b, 0, h_max)     (sign(0) = 0)
+//   ReLU:    h_t = clamp(z_t, 0, h_max)
+//   y_t  = V . h_t + c                    nnet::dense with c as its bias, exact (accum_t = out_t)
+//
+// Every type is an ap_int / ap_uint whose width the artifact derives from the bit widths and
+// sizes (artifact `widths`), so no sum, product or shift can wrap: the only rounding is the
+// shift, the only saturation the activation's clamp.  The whole time loop runs here, with the
+// hidden state held inside the core; h_0 = 0 at the start of every call (every sequence).
+//
+// Sequence length: the I/O shape is fixed at compile time (CONFIG_T::max_len steps); the second
+// input carries the number of valid steps.  Steps at or beyond it are consumed (io_stream) or
+// ignored (io_parallel) without touching the state; with every_step output their output slots
+// are written as zeros.  A length above max_len is treated as max_len.
+//
+// C++11 only (Vivado/Vitis HLS compile the firmware with -std=c++0x).
+
+#ifndef NNET_QORNN_H_
+#define NNET_QORNN_H_
+
+#include "hls_stream.h"
+#include "nnet_common.h"
+#include "nnet_dense.h"
+#include "nnet_types.h"
+
+namespace nnet {
+
+struct qornn_config {
+    // Sizes: m inputs, n hidden units, o outputs, compile-time maximum sequence length.
+    static const unsigned n_in = 1;
+    static const unsigned n_hidden = 1;
+    static const unsigned n_out = 1;
+    static const unsigned max_len = 1;
+
+    // Model: modReLU (true) or ReLU (false); every_step (true) or last_step (false) output.
+    static const bool modrelu = true;
+    static const bool every_step = true;
+
+    // Requantization: z = (m_w * aW + m_u * aU + half) >> shift, half = 2^(shift-1) (0 for shift 0).
+    static const unsigned shift = 0;
+    static const long long m_w = 1;
+    static const long long m_u = 1;
+    static const long long half = 0;
+    static const int h_max = 1; // < 2^15: compared as int (a 64-bit constant would force 65-bit ap_int compares)
+
+    // Types (all integer): hidden state, accumulators, requant constants and intermediates.
+    typedef ap_int<2> h_t;
+    typedef ap_int<8> accw_t;
+    typedef ap_int<8> accu_t;
+    typedef ap_int<2> mw_t;
+    typedef ap_int<2> mu_t;
+    typedef ap_int<16> pre_t;
+    typedef ap_int<8> z_t;
+    typedef ap_int<8> zb_t;
+    typedef ap_int<2> act_bias_t;
+
+    // nnet::dense configurations of the three matrix products.
+    typedef dense_config mult_w; // W . h  (n_in = n_out = n_hidden)
+    typedef dense_config mult_u; // U . x  (n_in = n_in, n_out = n_hidden)
+    typedef dense_config mult_v; // V . h + c  (n_in = n_hidden, n_out = n_out)
+};
+
+// The requantization and activation of one unit: z = round_half_up(p / 2^S), then modReLU / ReLU.
+template <typename CONFIG_T>
+typename CONFIG_T::h_t qornn_activate(typename CONFIG_T::accw_t aw, typename CONFIG_T::accu_t au,
+                                      typename CONFIG_T::act_bias_t bias) {
+    #pragma HLS INLINE
+    const typename CONFIG_T::mw_t mw = CONFIG_T::m_w;
+    const typename CONFIG_T::mu_t mu = CONFIG_T::m_u;
+    const typename CONFIG_T::pre_t half = CONFIG_T::half;
+    // ap_int products and sums widen automatically; the value always fits pre_t (spec bound `pre`).
+    typename CONFIG_T::pre_t p = aw * mw + au * mu + half;
+    // Arithmetic right shift of a signed ap_int: floor division by 2^S.
+    typename CONFIG_T::z_t z = p >> CONFIG_T::shift;
+    typename CONFIG_T::h_t h;
+    if (CONFIG_T::modrelu) {
+        typename CONFIG_T::zb_t mag;
+        if (z < 0) {
+            mag = -z;
+        } else {
+            mag = z;
+        }
+        typename CONFIG_T::zb_t a = mag + bias; // spec bound `zb`
+        if (a < 0) {
+            a = 0;
+        } else if (a > CONFIG_T::h_max) {
+            a = CONFIG_T::h_max;
+        }
+        if (z > 0) {
+            h = a;
+        } else if (z < 0) {
+            h = -a;
+        } else {
+            h = 0;
+        }
+    } else {
+        if (z < 0) {
+            h = 0;
+        } else if (z > CONFIG_T::h_max) {
+            h = CONFIG_T::h_max;
+        } else {
+            h = z;
+        }
+    }
+    return h;
+}
+
+// One recurrence step: h <- sigma(requant(W . h + U . x_t)); h is updated in place.
+template <class x_T, typename CONFIG_T>
+void qornn_step(x_T x_t[CONFIG_T::n_in], typename CONFIG_T::h_t h[CONFIG_T::n_hidden],
+                typename CONFIG_T::mult_w::weight_t W[CONFIG_T::n_hidden * CONFIG_T::n_hidden],
+                typename CONFIG_T::mult_u::weight_t U[CONFIG_T::n_hidden * CONFIG_T::n_in],
+                typename CONFIG_T::act_bias_t b[CONFIG_T::n_hidden]) {
+    #pragma HLS INLINE
+    typename CONFIG_T::accw_t aw[CONFIG_T::n_hidden];
+    typename CONFIG_T::accu_t au[CONFIG_T::n_hidden];
+    typename CONFIG_T::mult_w::bias_t zero_w[CONFIG_T::n_hidden];
+    typename CONFIG_T::mult_u::bias_t zero_u[CONFIG_T::n_hidden];
+    #pragma HLS ARRAY_PARTITION variable=aw complete
+    #pragma HLS ARRAY_PARTITION variable=au complete
+    #pragma HLS ARRAY_PARTITION variable=zero_w complete
+    #pragma HLS ARRAY_PARTITION variable=zero_u complete
+ZeroBias:
+    for (unsigned i = 0; i < CONFIG_T::n_hidden; i++) {
+        #pragma HLS UNROLL
+        zero_w[i] = 0;
+        zero_u[i] = 0;
+    }
+
+    nnet::dense<typename CONFIG_T::h_t, typename CONFIG_T::accw_t, typename CONFIG_T::mult_w>(h, aw, W, zero_w);
+    nnet::dense<x_T, typename CONFIG_T::accu_t, typename CONFIG_T::mult_u>(x_t, au, U, zero_u);
+
+Activate:
+    for (unsigned i = 0; i < CONFIG_T::n_hidden; i++) {
+        #pragma HLS UNROLL
+        h[i] = qornn_activate<CONFIG_T>(aw[i], au[i], b[i]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// io_parallel: x[max_len * n_in] (time-major), len[1], y[max_len * n_out] or y[n_out].
+template <class x_T, class len_T, class y_T, typename CONFIG_T>
+void qornn(x_T x[CONFIG_T::max_len * CONFIG_T::n_in], len_T len[1],
+           y_T y[(CONFIG_T::every_step ? CONFIG_T::max_len : 1) * CONFIG_T::n_out],
+           typename CONFIG_T::mult_w::weight_t W[CONFIG_T::n_hidden * CONFIG_T::n_hidden],
+           typename CONFIG_T::mult_u::weight_t U[CONFIG_T::n_hidden * CONFIG_T::n_in],
+           typename CONFIG_T::mult_v::weight_t V[CONFIG_T::n_out * CONFIG_T::n_hidden],
+           typename CONFIG_T::act_bias_t b[CONFIG_T::n_hidden],
+           typename CONFIG_T::mult_v::bias_t c[CONFIG_T::n_out]) {
+    typename CONFIG_T::h_t h[CONFIG_T::n_hidden];
+    x_T x_t[CONFIG_T::n_in];
+    y_T y_t[CONFIG_T::n_out];
+    #pragma HLS ARRAY_PARTITION variable=h complete
+    #pragma HLS ARRAY_PARTITION variable=x_t complete
+    #pragma HLS ARRAY_PARTITION variable=y_t complete
+    #pragma HLS ARRAY_PARTITION variable=b complete
+    #pragma HLS ARRAY_PARTITION variable=c complete
+
+ResetState:
+    for (unsigned i = 0; i < CONFIG_T::n_hidden; i++) {
+        #pragma HLS UNROLL
+        h[i] = 0;
+    }
+    const unsigned steps = (len[0] > CONFIG_T::max_len) ? CONFIG_T::max_len : (unsigned)len[0];
+
+TimeLoop:
+    for (unsigned t = 0; t < CONFIG_T::max_len; t++) {
+        if (t < steps) {
+        LoadStep:
+            for (unsigned j = 0; j < CONFIG_T::n_in; j++) {
+                #pragma HLS UNROLL
+                x_t[j] = x[t * CONFIG_T::n_in + j];
+            }
+            qornn_step<x_T, CONFIG_T>(x_t, h, W, U, b);
+            if (CONFIG_T::every_step) {
+                nnet::dense<typename CONFIG_T::h_t, y_T, typename CONFIG_T::mult_v>(h, y_t, V, c);
+            StoreStep:
+                for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+                    #pragma HLS UNROLL
+                    y[t * CONFIG_T::n_out + j] = y_t[j];
+                }
+            }
+        } else if (CONFIG_T::every_step) {
+        PadStep:
+            for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+                #pragma HLS UNROLL
+                y[t * CONFIG_T::n_out + j] = 0;
+            }
+        }
+    }
+    if (!CONFIG_T::every_step) {
+        nnet::dense<typename CONFIG_T::h_t, y_T, typename CONFIG_T::mult_v>(h, y_t, V, c);
+    StoreLast:
+        for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+            #pragma HLS UNROLL
+            y[j] = y_t[j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// io_stream: one packet of n_in codes per time step in (always max_len packets), one length
+// packet, one packet of n_out codes per step out (every_step: max_len packets) or one (last_step).
+template <class x_T, class len_T, class y_T, typename CONFIG_T>
+void qornn(hls::stream<x_T> &x, hls::stream<len_T> &len, hls::stream<y_T> &y,
+           typename CONFIG_T::mult_w::weight_t W[CONFIG_T::n_hidden * CONFIG_T::n_hidden],
+           typename CONFIG_T::mult_u::weight_t U[CONFIG_T::n_hidden * CONFIG_T::n_in],
+           typename CONFIG_T::mult_v::weight_t V[CONFIG_T::n_out * CONFIG_T::n_hidden],
+           typename CONFIG_T::act_bias_t b[CONFIG_T::n_hidden],
+           typename CONFIG_T::mult_v::bias_t c[CONFIG_T::n_out]) {
+    typedef typename x_T::value_type x_elem_t;
+    typedef typename y_T::value_type y_elem_t;
+    typename CONFIG_T::h_t h[CONFIG_T::n_hidden];
+    x_elem_t x_t[CONFIG_T::n_in];
+    y_elem_t y_t[CONFIG_T::n_out];
+    #pragma HLS ARRAY_PARTITION variable=h complete
+    #pragma HLS ARRAY_PARTITION variable=x_t complete
+    #pragma HLS ARRAY_PARTITION variable=y_t complete
+    #pragma HLS ARRAY_PARTITION variable=b complete
+    #pragma HLS ARRAY_PARTITION variable=c complete
+
+ResetState:
+    for (unsigned i = 0; i < CONFIG_T::n_hidden; i++) {
+        #pragma HLS UNROLL
+        h[i] = 0;
+    }
+    len_T len_pack = len.read();
+    const unsigned steps = (len_pack[0] > CONFIG_T::max_len) ? CONFIG_T::max_len : (unsigned)len_pack[0];
+
+TimeLoop:
+    for (unsigned t = 0; t < CONFIG_T::max_len; t++) {
+        x_T x_pack = x.read();
+        y_T y_pack;
+        PRAGMA_DATA_PACK(y_pack)
+        if (t < steps) {
+        LoadStep:
+            for (unsigned j = 0; j < CONFIG_T::n_in; j++) {
+                #pragma HLS UNROLL
+                x_t[j] = x_pack[j];
+            }
+            qornn_step<x_elem_t, CONFIG_T>(x_t, h, W, U, b);
+            if (CONFIG_T::every_step) {
+                nnet::dense<typename CONFIG_T::h_t, y_elem_t, typename CONFIG_T::mult_v>(h, y_t, V, c);
+            StoreStep:
+                for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+                    #pragma HLS UNROLL
+                    y_pack[j] = y_t[j];
+                }
+                y.write(y_pack);
+            }
+        } else if (CONFIG_T::every_step) {
+        PadStep:
+            for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+                #pragma HLS UNROLL
+                y_pack[j] = 0;
+            }
+            y.write(y_pack);
+        }
+    }
+    if (!CONFIG_T::every_step) {
+        y_T y_pack;
+        PRAGMA_DATA_PACK(y_pack)
+        nnet::dense<typename CONFIG_T::h_t, y_elem_t, typename CONFIG_T::mult_v>(h, y_t, V, c);
+    StoreLast:
+        for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+            #pragma HLS UNROLL
+            y_pack[j] = y_t[j];
+        }
+        y.write(y_pack);
+    }
+}
+
+} // namespace nnet
+
+#endif
