@@ -115,12 +115,11 @@ class _Recurrence(torch.autograd.Function):
         Hs, W = ctx.saved_tensors
         T, B, n = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
         H = Hs[1:]
+        # act'(z_t) = 1[h_t != 0] = |sign(h_t)| (for ReLU h >= 0, so sign(h) is the mask already).
+        # One (T, B, n) buffer serves as the mask and then, for modReLU, as sign(h) for db.
+        mask = torch.sign(H)
         if ctx.has_b:
-            S = torch.sign(H)
-            mask = S.abs()
-        else:
-            S = None
-            mask = (H != 0).to(H.dtype)
+            mask.abs_()
         need_dh0 = ctx.has_h0 and ctx.needs_input_grad[3]
         dZ, dh0 = _backward_loop(dH, mask, W, need_dh0)
         dux = dZ.transpose(0, 1) if ctx.needs_input_grad[0] else None
@@ -129,7 +128,7 @@ class _Recurrence(torch.autograd.Function):
             dW = dZ.reshape(T * B, n).t() @ Hs[:-1].reshape(T * B, n)  # sum_t dz_t^T h_{t-1}
         db = None
         if ctx.has_b and ctx.needs_input_grad[2]:
-            db = S.mul_(dZ).sum((0, 1))  # S is not needed after this: reuse its memory
+            db = torch.sign(H, out=mask).mul_(dZ).sum((0, 1))  # dh/db = sign(h)
         return dux, dW, db, dh0
 
 
