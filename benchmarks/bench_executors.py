@@ -27,6 +27,19 @@ from qornn.testing import boundary_inputs, random_artifact
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 CFG = dict(hidden=128, inputs=10, outputs=10, weight_bits=4, input_bits=8, act_bits=8)
 BATCH, LENGTH = 256, 1000
+NOTES = """\
+- The float64 rows are what real artifacts run: with the exporter's 16-bit multipliers every bound
+  stays below 2^53 up to tens of thousands of hidden units. The int64 rows (forced here) are the
+  fallback for hand-made artifacts with wider constants; NumPy and onnxruntime have no BLAS for int64.
+- The simulator runs its time loop with one BLAS thread. Each step's product is small, and a
+  multi-threaded OpenBLAS meets at a barrier every call: on this 2-core machine with other work
+  running, one (256x128).(128x128) product took ~16 ms with 2 threads and ~0.6 ms with 1.
+- `ORT_ENABLE_ALL` gives the same integers as the pinned `ORT_DISABLE_ALL` (docs/spec.md, "ONNX");
+  across runs it was between 20 % slower and 15 % faster, within this machine's noise.
+- These machines are shared: repeated runs moved the wall-clock medians by up to ~50 %; the
+  simulator measured alone in a quiet process took 0.47-0.58 s for this case, about the same as
+  onnxruntime on 1 thread. The CPU-seconds column is the steadier comparison.
+"""
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -103,7 +116,7 @@ def main(argv=None) -> int:
         section = ("## Executors\n\n"
                    "Measured by `benchmarks/bench_executors.py` (inputs: `qornn.testing.boundary_inputs`; every run's\n"
                    "output and hidden codes are checked equal to the simulator's before its time counts).\n\n"
-                   f"{env}\n\n{table}\n")
+                   f"{env}\n\n{table}\n\n{NOTES}")
         write_section(section)
         print(f"wrote the Executors section of {DOC}")
     return 0

@@ -142,15 +142,17 @@ def profile_bptt(step, x, y) -> list[str]:
         t.append(time.perf_counter())
         loss = F.cross_entropy((H @ p["V"].t() + p["c"]).reshape(-1, OUTPUT), y.reshape(-1))
         t.append(time.perf_counter())
-        H.register_hook(lambda g: t.append(time.perf_counter()))
+        H.register_hook(lambda g: t.append(time.perf_counter()))  # head backward done
+        w.register_hook(lambda g: t.append(time.perf_counter()))  # recurrence backward done
         loss.backward()
         t.append(time.perf_counter())
         step.opt.step()
         t.append(time.perf_counter())
-        # chronological: start, weights, recurrence fwd, head+loss fwd, (hook) head bwd, backward, Adam
-        names = ["weights fwd (power it., Björck, quantizers, x@U^T)", "recurrence forward",
-                 "output layer + loss forward", "output layer + loss backward",
-                 "recurrence backward + weights backward (Björck, quantizers)", "Adam step"]
+        # chronological: start, weights, recurrence fwd, head+loss fwd, (hooks) head bwd, recurrence
+        # bwd, rest of backward, Adam
+        names = ["weights forward (power iteration, Björck, quantizers, x U^T)", "recurrence forward",
+                 "output layer + loss forward", "output layer + loss backward", "recurrence backward",
+                 "weights backward (Björck, quantizers, x U^T)", "Adam step"]
         for name, a, bb in zip(names, t, t[1:]):
             phases.setdefault(name, []).append(bb - a)
     lines = [f"| {name} | {min(v) * 1e3:.1f} |" for name, v in phases.items()]

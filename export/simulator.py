@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,21 +81,34 @@ def _blas_controls() -> list:
     return _blas_ctl
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: list = []
+
+
 @contextlib.contextmanager
 def blas_threads(n: int | None):
-    """Run the block with `n` OpenBLAS threads (None: leave as is), restoring the old count."""
+    """Run the block with `n` OpenBLAS threads (None: leave as is); the old count comes back when
+    the last concurrent user leaves (safe when several Python threads simulate at once)."""
+    global _blas_users, _blas_saved
     ctl = _blas_controls() if n else []
-    old = [get() for get, _ in ctl]
-    try:
-        for (_, set_), o in zip(ctl, old):
-            if o != n:
+    if not ctl:
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [get() for get, _ in ctl]
+            for _, set_ in ctl:
                 set_(n)
+        _blas_users += 1
+    try:
         yield
     finally:
-        for (get, set_), o in zip(ctl, old):
-            if get() != o:
-                set_(o)
-
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for (_, set_), old in zip(ctl, _blas_saved):
+                    set_(old)
 
 def check_input(art: Artifact, x) -> np.ndarray:
     """Validate a (batch, time, features) array; integer arrays must already be input codes."""

@@ -12,10 +12,13 @@ from qornn.errors import QornnError
 
 
 def _positive(text: str) -> int:
+    """argparse type: a non-negative integer (sizes and bit widths are range-checked downstream)."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
     return v
 
 
@@ -329,10 +332,17 @@ def cmd_verify(args) -> int:
 COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench, add_hls]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes get one line (and a pointer to --help), like every other qornn error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qornn import __version__
 
-    parser = argparse.ArgumentParser(prog="qornn", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="qornn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"qornn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
