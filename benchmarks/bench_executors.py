@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+
+from _docsection import write_section  # benchmarks/ is on sys.path when run as a script
 
 from qornn.export.onnx_writer import make_session, onnx_bytes, run_onnx
 from qornn.export.simulator import simulate
@@ -117,17 +119,9 @@ def main(argv=None) -> int:
                    "Measured by `benchmarks/bench_executors.py` (inputs: `qornn.testing.boundary_inputs`; every run's\n"
                    "output and hidden codes are checked equal to the simulator's before its time counts).\n\n"
                    f"{env}\n\n{table}\n\n{NOTES}")
-        write_section(section)
+        write_section(DOC, "Executors", section)
         print(f"wrote the Executors section of {DOC}")
     return 0
-
-
-def write_section(section: str) -> None:
-    """Replace (or append) the '## Executors' section, keeping the rest of the file."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    pat = re.compile(r"^## Executors\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pat.sub(lambda _: section + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +31,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+from _docsection import write_section  # benchmarks/ is on sys.path when run as a script
 
 from qornn.train.bjorck import bjorck, spectral_norm_estimate
 from qornn.train.quantizers import fake_quantize
@@ -244,17 +246,9 @@ def main(argv=None) -> int:
                       "the interleaved ratios are the meaningful numbers." if busy else "")
                    + ("\n\n" + "\n".join(profile) + f"\n\n(phases of the BPTT step, {args.profile_threads} thread(s))"
                       if profile else "") + "\n")
-        write_section(section)
+        write_section(DOC, "Training step", section)
         print(f"wrote the Training step section of {DOC}")
     return 0
-
-
-def write_section(section: str) -> None:
-    """Replace (or append) the '## Training step' section, keeping the rest of the file."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    pat = re.compile(r"^## Training step\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pat.sub(lambda _: section + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":
