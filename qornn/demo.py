@@ -64,14 +64,13 @@ def run_demo(out: str = "demo-out", steps: int | None = None) -> int:
 def executor_rows(art, art_dir: Path, hls_dir: Path, task) -> list:
     """Score ONNX and the C-simulation on the task's held-out data, comparing every output code
     with the simulator's (`==`), then run `qornn verify`'s random and boundary sequences."""
-    import numpy as np
     import torch
 
     from qornn.export.onnx_writer import ONNX_FILE, make_session, run_onnx
     from qornn.export.simulator import quantize_input, simulate
     from qornn.hls.csim import run_csim
     from qornn.train.tasks import eval_data
-    from qornn.train.trainer import _Mean
+    from qornn.train.trainer import MetricMean
     from qornn.verify import format_table, verify
 
     session = make_session(art_dir / ONNX_FILE)
@@ -79,7 +78,7 @@ def executor_rows(art, art_dir: Path, hls_dir: Path, task) -> list:
                  "hls4ml C-simulation (g++)": lambda codes: run_csim(hls_dir, codes, art)}
     rows = []
     for name, run in executors.items():
-        mean, equal, values = _Mean(), 0, 0
+        mean, equal, values = MetricMean(), 0, 0
         for x, y in eval_data(task):
             codes = quantize_input(art, x.numpy())
             want = simulate(art, codes, return_hidden=False).output

@@ -23,7 +23,6 @@ def run_grid(task_name: str, methods: list[str], bits: list[int], hidden: int, s
     import torch
     from tqdm.auto import tqdm
 
-    from qornn.atomic import write_bytes_atomic
     from qornn.export.evaluate import evaluate_artifact
     from qornn.export.exporter import export_model
     from qornn.train import QORNN

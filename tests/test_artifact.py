@@ -1,7 +1,6 @@
 """Artifact round trip and the rejection of every kind of corrupted or mismatched artifact."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import io
 import os
 import subprocess
 import tarfile

@@ -25,14 +25,14 @@ def evaluate(model, task, batches: int | None = 4, batch_size: int = 128, seed: 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    return_metrics = _Mean()
+    return_metrics = MetricMean()
     for x, y in eval_data(task, batches, batch_size, seed):
         return_metrics.add(task.metrics(model(x.to(device), quantized=quantized).cpu(), y), len(y))
     model.train(was_training)
     return return_metrics.result()
 
 
-class _Mean:
+class MetricMean:
     """Sample-weighted mean of metric dicts (the last test batch may be smaller)."""
 
     def __init__(self):
