@@ -116,6 +116,7 @@ def _plot(out: Path, rows, task, methods) -> None:
         if rs:
             ax.plot([r["weight_bits"] for r in rs], [r["integer"] for r in rs], "o-", color=f"C{i}", label=method)
             ax.plot([r["weight_bits"] for r in rs], [r["float"] for r in rs], ":", color=f"C{i}", alpha=0.5)
+    ax.set_xticks(sorted({r["weight_bits"] for r in rows}))
     ax.set_xlabel("weight bits"), ax.set_ylabel(f"{task.metric} (integer simulator; dotted: float)")
     ax.set_title(f"{task.name}: methods x weight bits", fontsize=10)
     ax.legend(fontsize=8)
