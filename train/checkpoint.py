@@ -95,6 +95,20 @@ def build_task(d, where: str):
     return make_task(name, **opts)
 
 
+def check_train_section(d: dict, where: str) -> dict:
+    """The `train` section of a finished run: its settings, time and final metrics (all numbers)."""
+    from .config import TrainConfig
+
+    TrainConfig.from_dict(d, where)
+    field(d, "seconds", float, 0.0, where=where, default=0.0)
+    for name, metrics in field(d, "final", dict, where=where, default={}).items():
+        if name not in ("float", "quantized") or not isinstance(metrics, dict):
+            raise QornnError(f"{where}: field 'train.final.{name}' is not a metrics object")
+        for k in metrics:
+            field(metrics, k, float, where=f"{where} (train.final.{name})")
+    return d
+
+
 def unfinished_hint(run_dir: Path) -> str | None:
     """Why `run_dir` is not a finished run, if it is (or has) a training in progress."""
     from .resume import PARTIAL_SUFFIX, lock_holder, partial_dir, run_of
@@ -127,7 +141,7 @@ def load_run(run_dir, unfinished_ok: bool = False):
     cfg = read_json(cfg_path, "run config")
     if not isinstance(cfg, dict) or cfg.get("format") != RUN_FORMAT:
         raise QornnError(f"{cfg_path}: not a qornn run config (field 'format' must be {RUN_FORMAT!r})")
-    field(cfg, "train", dict, where=str(cfg_path))
+    check_train_section(field(cfg, "train", dict, where=str(cfg_path)), str(cfg_path))
     task = build_task(field(cfg, "task", dict, where=str(cfg_path)), str(cfg_path))
     model = build_model(field(cfg, "model", dict, where=str(cfg_path)), str(cfg_path), task=task)
     try:

@@ -56,7 +56,10 @@ class TrainConfig:
         for k in d:
             if k not in known and k not in ("seconds", "final", "steps_per_epoch", "force"):
                 raise QornnError(f"{pre}unknown training setting {k!r}")
-        f = lambda name, kind, lo=None, hi=None, **kw: field(d, name, kind, lo, hi, where=where, **kw)  # noqa: E731
+        dflt = cls()
+        # a field missing from an older run's config takes its default (the trainer's behaviour then)
+        f = lambda name, kind, lo=None, hi=None, **kw: field(  # noqa: E731
+            d, name, kind, lo, hi, where=where, default=getattr(dflt, name), **kw)
         epochs = d.get("epochs")
         c = cls(
             steps=f("steps", int, 0, MAX_STEPS),
@@ -90,7 +93,7 @@ class TrainConfig:
 
 
 def _rate(d: dict, name: str, where: str) -> float:
-    v = field(d, name, float, where=where)
+    v = field(d, name, float, where=where, default=1e-3)
     if not (v > 0 and math.isfinite(v)):
         pre = f"{where}: " if where else ""
         raise QornnError(f"{pre}{name} must be a finite number > 0, got {v!r}")

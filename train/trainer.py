@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from qornn.atomic import clean_stale
 from qornn.errors import QornnError
 
 from .checkpoint import METRICS_FILE, save_run
@@ -199,6 +200,7 @@ def _run(model, task, cfg: TrainConfig, part: Partial, progress: bool, force: bo
             metrics_path.write_bytes(b"")
             part.save(0, model, opt, rng, 0, 0.0, cfg.optimizer)
         log = open(metrics_path, "ab")
+        clean_stale(part.out)
         t0 = time.time() - elapsed
         last_ckpt = time.time()
         params = list(model.parameters())
@@ -233,18 +235,19 @@ def _run(model, task, cfg: TrainConfig, part: Partial, progress: bool, force: bo
                 log.flush()
                 due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
                     (cfg.checkpoint_seconds and time.time() - last_ckpt >= cfg.checkpoint_seconds)
-                if (due or stop.set) and step < cfg.steps:
+                # the last step is checkpointed too: an interrupt while finishing loses nothing
+                if due or stop.set or step == cfg.steps:
                     part.save(step, model, opt, rng, log.tell(), time.time() - t0, cfg.optimizer)
                     last_ckpt = time.time()
                 if stop.set and step < cfg.steps:
                     raise KeyboardInterrupt
-        log.close()
-        final = {"float": evaluate(model, task, quantized=False), "quantized": evaluate(model, task)}
-        train_cfg = cfg.to_dict() | {"steps_per_epoch": steps_per_epoch(task, cfg.batch_size),
-                                     "seconds": round(time.time() - t0, 2), "final": final}
-        save_run(model.cpu(), task, train_cfg, part.dir)
-        part.finish(force)
-        done = True
+            log.close()
+            final = {"float": evaluate(model, task, quantized=False), "quantized": evaluate(model, task)}
+            train_cfg = cfg.to_dict() | {"steps_per_epoch": steps_per_epoch(task, cfg.batch_size),
+                                         "seconds": round(time.time() - t0, 2), "final": final}
+            save_run(model.cpu(), task, train_cfg, part.dir)
+            part.finish(force)
+            done = True
         return final
     except BaseException as e:
         if not done:
