@@ -312,32 +312,56 @@ def cmd_report(args) -> int:
 def add_bench(sub):
     from qornn.reproduce import ALL_METHODS
 
-    p = sub.add_parser("bench", help="reproduction grid: methods x weight bits, float / fake-quantized / integer")
+    p = sub.add_parser("bench", help="reproduction grid: methods x weight bits x seeds, float / fake-quantized / "
+                       "integer; cells run on Ray and resume after a kill")
     p.add_argument("--task", default="copy")
     p.add_argument("--methods", nargs="+", default=ALL_METHODS)
     p.add_argument("--bits", nargs="+", type=_positive, default=[3, 4, 5, 6, 7, 8])
     p.add_argument("--hidden", type=_positive, default=64)
-    p.add_argument("--steps", type=_positive, default=1000)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive, default=None, help="optimizer steps per cell (default 1000)")
+    budget.add_argument("--epochs", type=_positive, default=None, help="epochs per cell (finite datasets)")
     p.add_argument("--length", type=_positive, default=None)
     p.add_argument("--pixels-per-step", type=_positive, default=None)
     p.add_argument("--act-bits", type=_positive, default=12)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", help="adam (default) or rmsprop")
+    p.add_argument("--orth-lr", type=float, default=None, help="learning rate of W alone (default: --lr)")
+    p.add_argument("--clip-grad", type=float, default=1.0, help="gradient-norm clip (default 1.0; 0 = off)")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--eval-batches", type=_positive, default=4, help="held-out batches of 128 (0 = whole test split)")
-    p.add_argument("--seed", type=_positive, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_positive, default=None, help="one seed (default 0)")
+    seeds.add_argument("--seeds", type=_positive, nargs="+", default=None, help="several seeds: tables show mean ± std")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--ray-address", default=None, help="run the cells on an existing Ray cluster (default: a local "
+                   "in-process Ray)")
+    p.add_argument("--workers", type=_positive, default=None, help="cells at a time on the local Ray (default 2)")
+    p.add_argument("--no-ray", action="store_true", help="run the cells one after another in this process")
     p.add_argument("--out", required=True, help="directory for results.csv, results.md, sweep.png and the runs")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
+    """Exit 0 when every cell succeeded; 1 when some failed (their errors are in results.md)."""
+    from pathlib import Path
+
     from qornn.reproduce import run_grid
 
+    if args.no_ray and (args.ray_address or args.workers):
+        raise QornnError("--no-ray runs in this process: it takes neither --ray-address nor --workers")
     opts = {k: v for k, v in (("length", args.length), ("pixels_per_step", args.pixels_per_step)) if v}
-    run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
-             lr=args.lr, batch_size=args.batch_size, seed=args.seed, task_options=opts,
-             eval_batches=args.eval_batches or None, device=args.device)
-    print((__import__("pathlib").Path(args.out) / "results.md").read_text())
+    rows = run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
+                    lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds, task_options=opts,
+                    eval_batches=args.eval_batches or None, device=args.device, use_ray=not args.no_ray,
+                    ray_address=args.ray_address, workers=args.workers, epochs=args.epochs,
+                    optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad)
+    print((Path(args.out) / "results.md").read_text())
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"qornn: error: {len(failed)} of {len(rows)} cells failed (see {Path(args.out) / 'results.md'})",
+              file=sys.stderr)
+        return 1
     return 0
 
 
