@@ -78,6 +78,13 @@ def add_train(sub):
     p.set_defaults(func=cmd_train)
 
 
+def _as_options(e: QornnError) -> QornnError:
+    """A TrainConfig error about field 'clip_grad' speaks of --clip-grad on the command line."""
+    import re
+
+    return QornnError(re.sub(r"field '(\w+)'", lambda m: "--" + m.group(1).replace("_", "-"), str(e)))
+
+
 def _train_value(args, dest):
     v = getattr(args, dest)
     return TRAIN_OPTIONS[dest][2] if v is None else v
@@ -88,13 +95,17 @@ def build_model_and_task(args):
     import torch
 
     from qornn.train import QORNN
-    from qornn.train.config import TrainConfig, resolve_epochs
+    from qornn.train.config import TrainConfig, resolve_epochs, train_size
     from qornn.train.tasks import make_task
     from qornn.train.trainer import check_budget
 
     v = lambda dest: _train_value(args, dest)  # noqa: E731
-    cfg = TrainConfig(**{dest: v(dest) for dest, (sec, _, _) in TRAIN_OPTIONS.items() if sec == "train"}).validate()
+    try:
+        cfg = TrainConfig(**{dest: v(dest) for dest, (sec, _, _) in TRAIN_OPTIONS.items() if sec == "train"}).validate()
+    except QornnError as e:
+        raise _as_options(e) from None
     task = make_task(v("task"), length=v("length"), pixels_per_step=v("pixels_per_step"))
+    train_size(task)  # a finite dataset is loaded (and its cache checked) now, before anything is written
     cfg = resolve_epochs(cfg, task)
     if cfg.epochs is not None and cfg.lr_schedule == "step":
         cfg.lr_decay_every *= cfg.steps // cfg.epochs
@@ -149,6 +160,8 @@ def _resume(args, resume_run):
         done = (run / "config.json").is_file()
         raise QornnError(f"{run} {'is already finished' if done else 'has no unfinished training'}: "
                          f"nothing to resume ({pdir} not found)")
+    if not (pdir / PLAN_FILE).exists():
+        raise QornnError(f"{pdir} was left before its training started (no {PLAN_FILE}): train again with --force")
     plan = read_json(pdir / PLAN_FILE, "training plan")
     for dest, (sec, key, _) in TRAIN_OPTIONS.items():
         given = getattr(args, dest)
@@ -351,6 +364,15 @@ def cmd_bench(args) -> int:
     if args.no_ray and (args.ray_address or args.workers):
         raise QornnError("--no-ray runs in this process: it takes neither --ray-address nor --workers")
     opts = {k: v for k, v in (("length", args.length), ("pixels_per_step", args.pixels_per_step)) if v}
+    try:
+        from qornn.train.config import TrainConfig
+
+        TrainConfig(lr=args.lr, optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad,
+                    batch_size=args.batch_size, device=args.device).validate()
+        for s in args.seeds or [args.seed or 0]:
+            TrainConfig(seed=s).validate()
+    except QornnError as e:
+        raise _as_options(e) from None
     rows = run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
                     lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds, task_options=opts,
                     eval_batches=args.eval_batches or None, device=args.device, use_ray=not args.no_ray,

@@ -214,8 +214,9 @@ def _run_ray(todo, rows, out, meta, progress, ray_address=None, workers=None):
         import logging
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if not ray_address:  # a local cluster: keep Ray's token auth, without its start-up warning
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # quiet start-up: Ray's own warnings (e.g. that its local cluster uses token auth) stay out of
+        # the one-line-per-problem output; its errors still show
+        logging.getLogger("ray").setLevel(logging.ERROR)
         kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   configure_logging=False)
         try:
@@ -304,6 +305,8 @@ def _parse_row(r: dict, where: str) -> dict:
             row[k] = float(r[k])
         except ValueError:
             raise QornnError(f"{where}: field '{k}' must be a number, got {r[k][:40]!r}") from None
+    if row["method"] not in ALL_METHODS:
+        raise QornnError(f"{where}: field 'method' must be one of {', '.join(ALL_METHODS)}, got {row['method'][:40]!r}")
     if row["status"] not in ("ok", "failed"):
         raise QornnError(f"{where}: field 'status' must be ok or failed, got {row['status'][:40]!r}")
     if row["status"] == "ok" and not all(math.isfinite(row[k]) for k in ("float", "fake_quantized", "integer")):

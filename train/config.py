@@ -79,7 +79,7 @@ class TrainConfig:
             device=f("device", str),
         )
         if c.lr_schedule == "step" and c.lr_decay_every < 1:
-            raise QornnError(f"{pre}the step schedule needs lr_decay_every >= 1 (--lr-decay-every)")
+            raise QornnError(f"{pre}the step schedule needs field 'lr_decay_every' >= 1")
         if not (c.device == "cpu" or c.device == "cuda" or c.device.startswith("cuda:")):
             raise QornnError(f"{pre}device must be cpu or cuda[:N], got {c.device!r}")
         return c
@@ -96,7 +96,7 @@ def _rate(d: dict, name: str, where: str) -> float:
     v = field(d, name, float, where=where, default=1e-3)
     if not (v > 0 and math.isfinite(v)):
         pre = f"{where}: " if where else ""
-        raise QornnError(f"{pre}{name} must be a finite number > 0, got {v!r}")
+        raise QornnError(f"{pre}field '{name}' must be a finite number > 0, got {v!r}")
     return v
 
 

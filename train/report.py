@@ -38,7 +38,9 @@ def read_metrics(path: Path, metric: str) -> list[dict]:
         at = f"{where} line {i}"
         if not isinstance(r, dict):
             raise QornnError(f"{at}: a metrics record must be an object")
-        step = field(r, "step", int, last + 1, where=at)
+        step = field(r, "step", int, 1, where=at)
+        if step <= last:
+            raise QornnError(f"{at}: steps must increase (step {step} after {last})")
         last = step
         field(r, "loss", float, where=at)
         if f"eval_{metric}" in r:

@@ -78,10 +78,20 @@ class Partial:
         self.out = Path(out)
         self.dir = partial_dir(self.out)
         self.last_step: int | None = None
+        self._lock_fd = None
         if create:
             self.dir.mkdir(parents=True)
         elif not self.dir.is_dir():
             raise QornnError(f"{self.out} has no unfinished training to resume ({self.dir} not found)")
+        try:
+            self._acquire()
+        except BaseException:
+            self.release()
+            if create:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _acquire(self) -> None:
         self._lock_fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -116,6 +116,7 @@ def resume_run(out, progress: bool = True, force: bool = False) -> tuple[dict, o
         where = str(part.dir / "plan.json")
         cfg = TrainConfig.from_dict(plan["train"], where)
         task = build_task(plan["task"], where)
+        torch.manual_seed(cfg.seed)  # the init `qornn train` made (only used if no checkpoint was written)
         model = build_model(plan["model"], where, task=task, cfg=cfg)
         force = force or plan.get("force", False)
     except BaseException:
@@ -168,7 +169,7 @@ def make_optimizer(model, cfg: TrainConfig):
 def _run(model, task, cfg: TrainConfig, part: Partial, progress: bool, force: bool, resuming: bool,
          plan: dict | None = None) -> dict:
     """The loop, from a fresh partial dir (plan given) or from its newest checkpoint (resuming)."""
-    done = False
+    done, log = False, None
     stop = _StopFlag()
     try:
         if not resuming:
@@ -182,6 +183,8 @@ def _run(model, task, cfg: TrainConfig, part: Partial, progress: bool, force: bo
             part.finish(force)
             done = True
             return final
+        if resuming and not part.checkpoints():  # killed while starting, before its first checkpoint:
+            resuming, plan = False, plan or part.read_plan()  # start afresh (the model is the seeded init)
         device = cfg.device
         model.to(device).train()
         opt = make_optimizer(model, cfg)
@@ -250,6 +253,11 @@ def _run(model, task, cfg: TrainConfig, part: Partial, progress: bool, force: bo
             done = True
         return final
     except BaseException as e:
+        if log is not None:
+            try:
+                log.close()  # its unwritten tail (a full disk) is dropped: resume cuts metrics back anyway
+            except OSError:
+                pass
         if not done:
             _abandon(part, e, resuming)
         raise _translate(e, part) from None
