@@ -200,9 +200,9 @@ def epoch_section(steps: int, hidden: int = 170, batch: int = 128, device: str =
     cfg = TrainConfig(batch_size=batch)
     opt = make_optimizer(model, cfg)
     rng = np.random.default_rng(0)
-    times, loads = [], [os.getloadavg()[0]]
+    times, cpu, loads = [], [], [os.getloadavg()[0]]
     for i in range(steps + 3):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x, y = task.batch(batch, rng)
         loss = task.loss(model(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
@@ -213,6 +213,7 @@ def epoch_section(steps: int, hidden: int = 170, batch: int = 128, device: str =
             torch.cuda.synchronize()
         if i >= 3:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     model.eval()
     eval_times = []
     with torch.no_grad():
@@ -222,7 +223,7 @@ def epoch_section(steps: int, hidden: int = 170, batch: int = 128, device: str =
             eval_times.append(time.perf_counter() - t0)
     loads.append(os.getloadavg()[0])
     spe = steps_per_epoch(task, batch)
-    med, ev = statistics.median(times), statistics.median(eval_times)
+    med, ev, cmed = statistics.median(times), statistics.median(eval_times), statistics.median(cpu)
     test_batches = math.ceil(10000 / batch)
     return ("## pMNIST epoch\n\n"
             f"Permuted MNIST on {device.upper() if device == 'cpu' else device}: hidden {hidden}, batch {batch}, 784 steps "
@@ -231,6 +232,9 @@ def epoch_section(steps: int, hidden: int = 170, batch: int = 128, device: str =
             f"thread(s), {os.cpu_count()} CPUs).\n\n"
             "| what | measured | value |\n|---|---|---:|\n"
             f"| training step (batch + forward + backward + Adam) | median of {steps} steps | {med:.3f} s |\n"
+            f"| CPU time of a training step (this process; ~ the wall time on a quiet machine) | median of {steps} "
+            f"steps | {cmed:.3f} s |\n"
+            f"| one epoch on a quiet machine | **extrapolated** from the CPU time | {spe * cmed / 60:.1f} min |\n"
             f"| test forward pass, batch {batch} | median of {len(eval_times)} batches | {ev:.3f} s |\n"
             f"| **one epoch = {spe} steps** | **extrapolated** from the median step | **{spe * med / 60:.1f} min** |\n"
             f"| one pass over the 10k test images ({test_batches} batches) | extrapolated | {test_batches * ev / 60:.1f} min |\n"
