@@ -265,7 +265,10 @@ def load_state(path: Path, step: int, model, opt, optimizer: str):
         if not 0 < s <= step:
             raise QornnError(f"{t_path}: optimizer state of parameter {i} is at step {s}, outside 1..{step}")
     torch_rng = take("rng.torch", torch.get_rng_state())
-    cuda_rng = [tensors.pop(k) for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    cuda_rng = [tensors.pop(k) for k in sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                                               key=lambda k: (len(k), k))]
+    if any(t.dtype != torch.uint8 or t.ndim != 1 for t in cuda_rng):
+        raise QornnError(f"{t_path}: a CUDA RNG state is not a 1-D uint8 tensor")
     if tensors:
         raise QornnError(f"{t_path}: unexpected tensor '{sorted(tensors)[0]}'")
     model.load_state_dict(model_state)
