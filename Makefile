@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.qornn-installed
 setup: $(STAMP)
 
 # torch is pinned to the CPU build first so that nothing resolves a CUDA wheel.
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every other package to the versions the tests certify (reproducible set-up).
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: setup

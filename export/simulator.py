@@ -155,7 +155,7 @@ def simulate(art: Artifact, x, return_hidden: bool = True, force_int64: bool = F
     dt = np.float64 if exact else np.int64
     S = art.shift
     half = (1 << S) >> 1
-    K = np.concatenate([art.m_w * art.W.astype(np.int64).T, art.m_u * art.U.astype(np.int64).T,
+    K = np.concatenate([art.mult_w * art.W.astype(np.int64).T, art.mult_u * art.U.astype(np.int64).T,
                         np.full((1, n), half, dtype=np.int64)]).astype(dt)
     if exact:
         K *= 2.0 ** -S

@@ -30,6 +30,10 @@ def add_train(sub):
                    help="ste-bjorck (default), ste-projunn, ste-pen, ptq-projunn, fp")
     p.add_argument("--hidden", type=_positive, default=64, help="hidden units (default 64)")
     p.add_argument("--weight-bits", type=_positive, default=4, help="bits of W and U, 1..8 (default 4)")
+    p.add_argument("--recurrent-bits", type=_positive, default=None, help="bits of W alone (overrides --weight-bits)")
+    p.add_argument("--input-weight-bits", type=_positive, default=None, help="bits of U alone (overrides --weight-bits)")
+    p.add_argument("--narrow-range", action="store_true",
+                   help="symmetric weight codes [-(2^(k-1)-1), 2^(k-1)-1]; 2 bits = ternary {-1, 0, +1}")
     p.add_argument("--output-bits", type=_positive, default=None, help="quantize V to this many bits during training")
     p.add_argument("--activation", default="modrelu", help="modrelu (default) or relu")
     p.add_argument("--projunn-rank", type=_positive, default=1, help="rank k of projUNN updates (default 1)")
@@ -62,7 +66,8 @@ def build_model_and_task(args):
     model = QORNN(task.input_size, args.hidden, task.output_size, weight_bits=args.weight_bits,
                   activation=args.activation, method=args.method, output_mode=task.output_mode,
                   output_bits=args.output_bits, projunn_rank=args.projunn_rank, projunn_mode=args.projunn_mode,
-                  penalty=args.penalty)
+                  penalty=args.penalty, recurrent_bits=args.recurrent_bits,
+                  input_weight_bits=args.input_weight_bits, narrow_range=args.narrow_range)
     return model, task
 
 
@@ -116,10 +121,12 @@ def cmd_export(args) -> int:
     print(f"wrote {args.out}")
     print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
           f"({cal['batches']}x{cal['batch_size']} sequences)")
-    print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g}, "
-          f"requant M_W = {art.m_w}, M_U = {art.m_u}, shift = {art.shift}")
-    print(f"  bits        : weights {art.weight_bits}, inputs {art.input_bits}, hidden {art.act_bits}, "
-          f"outputs V {art.output_bits}; widest accumulator {max(art.widths().values())} bits")
+    e_w, e_u = art.requant_errors()
+    print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g} ({art.scale_mode})")
+    print(f"  requant     : M_W/2^S_W = {art.m_w}/2^{art.shift_w} (relative error {e_w:.2g}), "
+          f"M_U/2^S_U = {art.m_u}/2^{art.shift_u} (relative error {e_u:.2g})")
+    print(f"  bits        : W {art.recurrent_bits}, U {art.input_weight_bits}, V {art.output_bits}, "
+          f"inputs {art.input_bits}, hidden {art.act_bits}; widest accumulator {max(art.widths().values())} bits")
     print(f"  footprint   : {fp['integer_bytes']} B integer vs {fp['float32_bytes']} B float32 "
           f"({fp['compression']}x smaller, {fp['parameters']} parameters)")
     return 0
@@ -287,7 +294,7 @@ def cmd_hls(args) -> int:
           f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, max length {o['max_length']})")
     print(f"  core   : hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, outputs {mdl['output_size']}, "
           f"{mdl['activation']}, {mdl['output_mode']}")
-    print(f"  types  : x {t['x']}, h {t['h']}, W/U {t['W,U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
+    print(f"  types  : x {t['x']}, h {t['h']}, W {t['W']}, U {t['U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
           f"pre {t['pre']}, y {t['y']}")
     if args.compile:
         import time

@@ -147,7 +147,7 @@ def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: in
                         row.setdefault("first_mismatch", _first_diff(tname, want, got))
     for row in rows:
         row["seconds"] = round(row["seconds"], 3)
-    return {"artifact": str(art_dir), "tensors_sha256": art.tensors_hash(), "seed": seed, "length": length,
+    return {"artifact": str(art_dir), "content_sha256": art.content_hash(), "seed": seed, "length": length,
             "arithmetic": "float64" if art.float64_exact() else "int64",
             "rows": rows, "ok": all(r["mismatches"] == 0 for r in rows)}
 

@@ -13,7 +13,9 @@ def reference(art, x):
     W, U, V = art.W.tolist(), art.U.tolist(), art.V.tolist()
     b, c = art.b.tolist(), art.c.tolist()
     n, o = art.hidden_size, art.output_size
-    hmax, S = art.h_max, art.shift
+    hmax = art.h_max
+    S = max(art.shift_w, art.shift_u)
+    mw, mu = art.m_w * 2 ** (S - art.shift_w), art.m_u * 2 ** (S - art.shift_u)
     H, Y = [], []
     for seq in x.tolist():
         h = [0] * n
@@ -23,7 +25,7 @@ def reference(art, x):
             for i in range(n):
                 aw = sum(W[i][j] * h[j] for j in range(n))
                 au = sum(U[i][k] * xt[k] for k in range(len(xt)))
-                p = art.m_w * aw + art.m_u * au
+                p = mw * aw + mu * au
                 z = (p + 2 ** (S - 1)) // 2**S if S > 0 else p
                 if art.activation == "modrelu":
                     a = min(max(abs(z) + b[i], 0), hmax)
@@ -87,8 +89,8 @@ def test_reference_detects_a_changed_weight():
 
 def test_real_inputs_are_quantized_round_half_up():
     rng = np.random.default_rng(0)
-    art = random_artifact(rng, hidden=3, inputs=2, input_bits=4)  # x_max = 7, s_x = 1/7
-    x = np.array([[[0.5 / 7, -0.5 / 7], [2.0, -2.0]]])
+    art = random_artifact(rng, hidden=3, inputs=2, input_bits=4)  # x_max = 7, s_x = 1/8
+    x = np.array([[[0.5 / 8, -0.5 / 8], [2.0, -2.0]]])
     assert quantize_input(art, x).tolist() == [[[1, 0], [7, -7]]]
     assert np.array_equal(simulate(art, x).output, simulate(art, quantize_input(art, x)).output)
 
