@@ -101,6 +101,9 @@ def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False):
     from qornn.export.exporter import export_model
     from qornn.train.checkpoint import load_run
 
+    from qornn.atomic import refuse_overlap
+
+    refuse_overlap(out, [run], "artifact directory")
     model, task, cfg = load_run(run)
     art, fp = export_model(model, task, act_bits, input_bits, output_bits, provenance={"run": str(run)})
     save_artifact(art, out, force=force, extra_files=_extra_files(art))
@@ -189,13 +192,14 @@ def add_demo(sub):
     p = sub.add_parser("demo", help="train, export, simulate and verify a small copy-task QORNN")
     p.add_argument("--out", default="demo-out", help="where the demo writes its files (default demo-out)")
     p.add_argument("--steps", type=_positive, default=None, help="training steps (default: the demo's own)")
+    p.add_argument("--force", action="store_true", help="use --out even if it holds files the demo did not write")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from qornn.demo import run_demo
 
-    return run_demo(args.out, steps=args.steps)
+    return run_demo(args.out, steps=args.steps, force=args.force)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -358,19 +362,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. Every failure ends as one line on stderr and a non-zero exit: QornnError
+    (the user's input) exit 2, interrupt 130, anything unforeseen exit 3 with its type named
+    (set QORNN_DEBUG=1 for the traceback)."""
+    import os
+
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except QornnError as e:
-        print(f"qornn: error: {e}", file=sys.stderr)
+        print(f"qornn: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qornn: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
-        print(f"qornn: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+    except MemoryError:
+        print("qornn: error: out of memory (the sizes asked for do not fit this machine)", file=sys.stderr)
         return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"qornn: error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        return 2
+    except SystemExit:
+        raise
+    except BaseException as e:  # a bug: still one line, never a traceback (unless asked for)
+        if os.environ.get("QORNN_DEBUG"):
+            raise
+        print(f"qornn: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(please report it; QORNN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":
