@@ -53,7 +53,8 @@ def run_demo(out: str = "demo-out", steps: int | None = None, force: bool = Fals
     model = QORNN(task.input_size, cfg["hidden"], task.output_size, weight_bits=cfg["weight_bits"])
     train(model, task, cfg["steps"], run_dir, lr=cfg["lr"], seed=cfg["seed"], force=True)
     t_train = time.time() - t0
-    art, fp, task = export_run(run_dir, art_dir, cfg["act_bits"], force=True)
+    art, costs, task, _ = export_run(run_dir, art_dir, cfg["act_bits"], force=True)
+    fp = costs["footprint"]
     model.eval()
     rows = [("float model (PyTorch)", evaluate(model, task, quantized=False), ""),
             (f"fake-quantized {cfg['weight_bits']}-bit (PyTorch)", evaluate(model, task), "")]
