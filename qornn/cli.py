@@ -395,6 +395,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _get_values(self, action, arg_strings):
+        # argparse drops a lone '--' value (`--hidden=--`) and then returns [] without calling the
+        # option's type: refuse it here, where the value enters, rather than in every command.
+        if action.option_strings and action.nargs in (None, "+") and not [a for a in arg_strings if a != "--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return super()._get_values(action, arg_strings)
+
 
 def build_parser() -> argparse.ArgumentParser:
     from qornn import __version__
