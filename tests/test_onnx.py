@@ -108,12 +108,13 @@ def test_long_sequence_small_batch():
     assert ref.hidden.shape == (5, 2500, 24)
 
 
-@pytest.mark.parametrize("block_bytes", [1, 5000, 4 << 20])
-def test_simulator_blocks_agree_with_onnx(monkeypatch, block_bytes):
-    """The simulator works in blocks of time steps; every block boundary must be seamless."""
+@pytest.mark.parametrize("block_bytes, tile_rows", [(1, 256), (5000, 2), (4 << 20, 3), (1 << 20, 1)])
+def test_simulator_blocks_agree_with_onnx(monkeypatch, block_bytes, tile_rows):
+    """The simulator works in batch tiles and blocks of time steps; every boundary must be seamless."""
     from qornn.export import simulator
 
     monkeypatch.setattr(simulator, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(simulator, "TILE_ROWS", tile_rows)
     for mode, act in (("every_step", "modrelu"), ("last_step", "relu"), ("last_step", "modrelu")):
         art = random_artifact(np.random.default_rng(30), hidden=13, inputs=3, output_mode=mode, activation=act)
         x = saturating_inputs(art, np.random.default_rng(31), 5, 97)
