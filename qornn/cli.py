@@ -340,7 +340,11 @@ def add_verify(sub):
     p.add_argument("--onnx", action="store_true", help="run ARTIFACT/model.onnx with onnxruntime")
     p.add_argument("--hls", default=None, metavar="PRJ_DIR", help="hls4ml project directory to C-simulate")
     p.add_argument("--sequences", type=_positive, default=64, help="random input sequences (default 64)")
-    p.add_argument("--length", type=_positive, default=500, help="time steps per sequence (default 500)")
+    p.add_argument("--length", type=_positive, default=None,
+                   help="time steps per sequence (default 500); with --budget the longest length (default 3000)")
+    p.add_argument("--budget", type=_positive, default=None, metavar="N",
+                   help="compare at least N integers per executor, on random, boundary, saturating and extreme "
+                        "sequences of lengths spread from 1 to --length (replaces --sequences)")
     p.add_argument("--seed", type=_positive, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
@@ -351,7 +355,7 @@ def cmd_verify(args) -> int:
     from qornn.verify import format_table, verify
 
     report = verify(args.artifact, onnx=args.onnx, hls_dir=args.hls, sequences=args.sequences,
-                    length=args.length, seed=args.seed)
+                    length=args.length, seed=args.seed, budget=args.budget)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["ok"] else 1
 

@@ -28,6 +28,8 @@ STREAM_BYTES = 64 << 20     # input + output bytes of one block (the simulator's
 
 
 def _check_output(path, flag: str, inputs: list, force: bool) -> Path:
+    if not str(path).strip():
+        raise QornnError(f"{flag} needs a file name")
     p = Path(path)
     refuse_overlap(p, inputs, flag)
     if p.is_dir():
