@@ -4,8 +4,14 @@ Hidden 128, batch 256, length 1000, 4-bit weights, 8-bit activations (qornn.test
 Reports sequence-steps per second (batch x length / seconds), the median over interleaved repeats,
 checks that every executor returned exactly the simulator's integers, prints a Markdown table and
 writes it as the "## Executors" section of docs/benchmarks.md (other sections are kept).
+The simulator's ratio to onnxruntime is also given as the median of the per-repeat ratios
+(each repeat runs every candidate back to back, so drifting load cancels in the ratio).
 
-    .venv/bin/python benchmarks/bench_executors.py [--repeats 5] [--no-write]
+`--before FILE` adds a simulator from an earlier commit as a candidate, e.g.
+``git show cf06cf8:export/simulator.py > /tmp/simulator_before.py`` (it is imported as a
+module of qornn.export, so its relative imports work).
+
+    .venv/bin/python benchmarks/bench_executors.py [--repeats 5] [--no-write] [--before FILE]
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from _docsection import write_section  # benchmarks/ is on sys.path when run as a script
 
 from qornn.export.onnx_writer import make_session, onnx_bytes, run_onnx
+from qornn.export.arith import Plan, plan
 from qornn.export.simulator import simulate
 from qornn.testing import boundary_inputs, random_artifact
 
@@ -30,9 +37,13 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 CFG = dict(hidden=128, inputs=10, outputs=10, weight_bits=4, input_bits=8, act_bits=8)
 BATCH, LENGTH = 256, 1000
 NOTES = """\
-- The float64 rows are what real artifacts run: with the exporter's 16-bit multipliers every bound
-  stays below 2^53 up to tens of thousands of hidden units. The int64 rows (forced here) are the
-  fallback for hand-made artifacts with wider constants; NumPy and onnxruntime have no BLAS for int64.
+- The simulator picks each part's number type from the artifact's bounds (`qornn.export.arith`,
+  which holds the proofs; docs/spec.md, "Widths"): here `W·h` (|W·h| <= {acc_w:,} < 2^24) and `V·h`
+  in float32, the requantization in float64 (every bound < 2^53), the activation in float32
+  (zb = {zb:,} < 2^24). The "int64 requantization" row is the plan of an artifact whose bounds pass
+  2^53 (exact integer requantization, products still in float32 where their own bounds allow);
+  the "all int64" row forces every part into int64 (NumPy has no BLAS for integers).
+- onnxruntime runs the float64 graph (every bound < 2^53) or, forced here, the int64 one.
 - The simulator runs its time loop with one BLAS thread. Each step's product is small, and a
   multi-threaded OpenBLAS meets at a barrier every call: on this 2-core machine with other work
   running, one (256x128).(128x128) product took ~16 ms with 2 threads and ~0.6 ms with 1.
@@ -53,29 +64,51 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(v) - v[3] - v[4], sum(v)
 
 
+def _load_before(path):
+    """Import an earlier simulator.py as a module of qornn.export (its `from .artifact` works)."""
+    import importlib.util
+    import sys
+
+    name = "qornn.export._simulator_before"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod          # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--only", default=None, help="comma-separated substrings: run only matching executors")
+    ap.add_argument("--before", default=None, help="an earlier export/simulator.py to time side by side")
     args = ap.parse_args(argv)
 
     art = random_artifact(np.random.default_rng(0), **CFG)
     x = boundary_inputs(art, np.random.default_rng(1), BATCH, LENGTH)
     golden = simulate(art, x)
     b64, bint = onnx_bytes(art), onnx_bytes(art, force_int64=True)
-    sim = "NumPy simulator, float64 path (BLAS, 1 thread in the time loop)"
-    execs = {
-        sim: lambda: simulate(art, x),
-        "NumPy simulator, int64 path": lambda: simulate(art, x, force_int64=True),
-        "onnxruntime, float64 graph, ORT_DISABLE_ALL (pinned), default threads": make_session(b64, "disable_all"),
+    pl = plan(art)
+    fallback = Plan(w=pl.w, u=np.float32, v=pl.v, work=np.int64, act=pl.act)   # exact: see NOTES
+    sim = f"NumPy simulator ({pl.describe()}; 1 BLAS thread)"
+    ort = "onnxruntime, float64 graph, ORT_DISABLE_ALL (pinned), default threads"
+    execs = {sim: lambda: simulate(art, x)}
+    if args.before:
+        before = _load_before(args.before)
+        execs["NumPy simulator before (--before: all float64, one fused product per step)"] = \
+            lambda: before.simulate(art, x)
+    execs |= {
+        "NumPy simulator, int64 requantization (the plan beyond 2^53)": lambda: simulate(art, x, plan=fallback),
+        "NumPy simulator, all int64 (forced)": lambda: simulate(art, x, force_int64=True),
+        ort: make_session(b64, "disable_all"),
         "onnxruntime, float64 graph, ORT_DISABLE_ALL, 1 thread": make_session(b64, "disable_all", threads=1),
         "onnxruntime, float64 graph, ORT_ENABLE_ALL, default threads": make_session(b64, "all"),
         "onnxruntime, int64 graph, ORT_DISABLE_ALL, default threads": make_session(bint, "disable_all"),
     }
     if args.only:
         keep = [w.strip().lower() for w in args.only.split(",")]
-        execs = {k: v for k, v in execs.items() if k == sim or any(w in k.lower() for w in keep)}
+        execs = {k: v for k, v in execs.items() if k in (sim, ort) or any(w in k.lower() for w in keep)}
     wall = {k: [] for k in execs}
     cpu = {k: [] for k in execs}
     busy0, total0 = _cpu_ticks()
@@ -97,12 +130,20 @@ def main(argv=None) -> int:
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     others = ((busy1 - busy0) / hz - (time.process_time() - own0)) / max(1e-9, (total1 - total0) / hz)
     base = statistics.median(wall[sim])
-    lines = ["| executor | median wall s | sequence-steps / s | vs simulator | median CPU s | bit-exact |",
+    lines = ["| executor | median wall s | sequence-steps / s | simulator's speed-up | median CPU s | bit-exact |",
              "|---|---:|---:|---:|---:|---|"]
     for name in execs:
         med = statistics.median(wall[name])
-        lines.append(f"| {name} | {med:.3f} | {BATCH * LENGTH / med:,.0f} | {base / med:.2f}x | "
+        lines.append(f"| {name} | {med:.3f} | {BATCH * LENGTH / med:,.0f} | {med / base:.2f}x | "
                      f"{statistics.median(cpu[name]):.3f} | yes |")
+    ortk = [k for k in execs if k.startswith("onnxruntime, float64")]
+    paired = {k: statistics.median(o / s_ for o, s_ in zip(wall[k], wall[sim])) for k in ortk}
+    cpu_ratio = {k: statistics.median(cpu[k]) / statistics.median(cpu[sim]) for k in ortk}
+    worst = min(ortk, key=lambda k: statistics.median(wall[k]))     # the fastest onnxruntime row
+    summary = (f"Simulator vs onnxruntime ({ort.split(', ', 1)[1]}): {statistics.median(wall[ort]) / base:.2f}x "
+               f"faster (ratio of the wall medians), {paired[ort]:.2f}x (median of the per-repeat ratios), "
+               f"{cpu_ratio[ort]:.2f}x in CPU time. Against the fastest onnxruntime row here ({worst.split(', ', 1)[1]}): "
+               f"{statistics.median(wall[worst]) / base:.2f}x, {paired[worst]:.2f}x, {cpu_ratio[worst]:.2f}x.")
     import onnxruntime
 
     env = (f"hidden {CFG['hidden']}, input {CFG['inputs']}, output {CFG['outputs']}, "
@@ -114,11 +155,12 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(env)
     print(table)
+    print(summary)
     if not args.no_write:
         section = ("## Executors\n\n"
                    "Measured by `benchmarks/bench_executors.py` (inputs: `qornn.testing.boundary_inputs`; every run's\n"
                    "output and hidden codes are checked equal to the simulator's before its time counts).\n\n"
-                   f"{env}\n\n{table}\n\n{NOTES}")
+                   f"{env}\n\n{table}\n\n{summary}\n\n{NOTES.format(**art.bounds())}")
         write_section(DOC, "Executors", section)
         print(f"wrote the Executors section of {DOC}")
     return 0

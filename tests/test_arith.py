@@ -104,9 +104,11 @@ def _check(art, want: dict, reach: tuple = ()):
     b = art.bounds() | {"vh": vh_bound(art)}
     for key in reach:      # the run really formed the extreme value the condition is about
         assert stats[key] == b[key], (key, stats[key], b[key])
-    res = simulate(art, x, h0=h0)
-    assert np.array_equal(res.hidden, H) and np.array_equal(res.output, Y)
-    assert np.array_equal(res.state, H[:, -1])
+    # the plan as chosen (a small batch alone would run float64 products: see Stream), and the default
+    for given in (pl, None):
+        res = simulate(art, x, h0=h0, plan=given)
+        assert np.array_equal(res.hidden, H) and np.array_equal(res.output, Y)
+        assert np.array_equal(res.state, H[:, -1])
     return pl, x, h0, H
 
 
@@ -194,3 +196,16 @@ def test_force_int64_is_the_all_integer_path():
     H, Y = reference(art, x, h0)
     res = simulate(art, x, h0=h0, force_int64=True)
     assert np.array_equal(res.hidden, H) and np.array_equal(res.output, Y)
+
+
+def test_small_batches_fold_the_multiplier_only_where_exact():
+    """Few sequences: float64 W (M'_W folded in) and activation when the requantization is float64;
+    an int64-work plan is kept as it is."""
+    from qornn.export.simulator import SMALL_TILE, Stream
+
+    art = _big_h(4)
+    assert plan(art).w is F32
+    assert Stream(art, 1).plan == dataclasses.replace(plan(art), w=F64, act=F64)
+    assert Stream(art, SMALL_TILE // 4).plan == plan(art)          # 1024 hidden values per tile: as planned
+    big = _near_2_53(40961)
+    assert Stream(big, 1).plan == plan(big) and plan(big).work is I64

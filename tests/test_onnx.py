@@ -12,6 +12,7 @@ from qornn.errors import QornnError
 from qornn.export.artifact import save_artifact
 from qornn.export.onnx_writer import (IR_VERSION, OPSET, build_onnx, check_onnx_matches, make_session,
                                       onnx_bytes, run_onnx)
+from qornn.export.arith import plan
 from qornn.export.simulator import simulate
 from qornn.testing import boundary_inputs, random_artifact
 
@@ -51,6 +52,8 @@ def saturating_inputs(art, rng, batch, length):
 
 def assert_exact(art, x, model_bytes=None, levels=LEVELS):
     ref = simulate(art, x)
+    big = simulate(art, x, plan=plan(art))      # what large batches run (float32 products where proven)
+    assert np.array_equal(big.output, ref.output) and np.array_equal(big.hidden, ref.hidden)
     b = model_bytes if model_bytes is not None else onnx_bytes(art)
     for level in levels:
         y, h = run_onnx(make_session(b, level), x)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from qornn.errors import QornnError
+from qornn.export.arith import plan
 from qornn.export.simulator import quantize_input, simulate
 from qornn.testing import boundary_inputs, random_artifact
 
@@ -75,8 +76,10 @@ def test_simulator_equals_reference(case):
                               activation=act, output_mode=mode, shift=int(rng.integers(0, 20)))
         x = boundary_inputs(art, rng, 3, T)
         H, Y = reference(art, x)
-        for force_int64 in (False, True):
-            res = simulate(art, x, force_int64=force_int64)
+        # the default (small batch: float64 products), the bound-derived plan (float32 where proven,
+        # what large batches run), and all int64
+        for opts in ({}, {"plan": plan(art)}, {"force_int64": True}):
+            res = simulate(art, x, **opts)
             assert res.hidden.dtype == np.int64 and res.output.dtype == np.int64
             assert np.array_equal(res.hidden, H)
             assert np.array_equal(res.output, Y)
