@@ -119,7 +119,7 @@ def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: in
         selected.append(("hls-csim", str(hls_dir)))
 
     n, m, o = art.hidden_size, art.input_size, art.output_size
-    width = max(n, o)
+    width = max(n, o, m)
     limits = [L for L in (max_length_of(name, where) for name, where in selected) if L is not None]
     if budget is not None and limits:
         length = min(length, min(limits))
