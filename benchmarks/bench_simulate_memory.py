@@ -135,7 +135,9 @@ def main(argv=None) -> int:
                    "The command streams: the input is read a block at a time (about 64 MB of input and outputs per "
                    "block), the state carries from block to block exactly, and the outputs are written block by block "
                    "to temp files that are renamed into place when both are complete. Memory no longer grows with the "
-                   "input; the time is the simulator's per-step cost at batch 1.\n")
+                   "input. The wall seconds were taken on a shared machine under heavy load (other sessions "
+                   "training): they are not a speed comparison (at batch 1 both simulators spend ~6-10 us a step "
+                   "when the machine is quiet; see Executors).\n")
         write_section(DOC, "Simulate memory", section)
         print(f"wrote the Simulate memory section of {DOC}")
     return 0
