@@ -19,7 +19,7 @@ import numpy as np
 
 from qornn.errors import QornnError
 
-from .arith import Plan, plan as make_plan
+from .arith import Plan, plan as make_plan, vh_bound
 from .artifact import Artifact
 
 try:  # the ufunc behind np.clip, without its Python-level wrapper (~10 us a call saved)
@@ -125,7 +125,7 @@ def check_input(art: Artifact, x) -> np.ndarray:
         if x.size and (x.min() < -art.x_max or x.max() > art.x_max):
             raise QornnError(f"integer input codes must lie in [-{art.x_max}, {art.x_max}] "
                              f"({art.input_bits}-bit), got {int(x.min())}..{int(x.max())}")
-        return x.astype(np.int64)
+        return x.astype(np.int64, copy=False)   # codes already int64: no copy
     if np.issubdtype(x.dtype, np.floating):
         if not np.all(np.isfinite(x)):
             raise QornnError("input holds NaN or inf")
@@ -204,6 +204,7 @@ class Stream:
             self.s_w = np.int64(art.mult_w)                      # M'_W <= pre < 2^62
             self.K_w = art.mult_w * W_t if self.fold_w else W_t.astype(pl.w)
         self.V_t = art.V.astype(np.int64).T.astype(pl.v)
+        self.y_int32 = pl.v is not np.int64 and vh_bound(art) < 2**31     # V.h fits int32: convert through it
         self.c = art.c.astype(np.int64)
         self.every = art.output_mode == "every_step"
         h0 = np.zeros((self.B, n), dtype=np.int64) if h0 is None else check_state(art, h0, self.B)
@@ -234,7 +235,8 @@ class Stream:
                 aw=p if self.fold_w else np.empty((t, n), dtype=pl.w),
                 z=p if pl.act is pl.work else np.empty((t, n), dtype=pl.act),
                 a=np.empty((t, n), dtype=pl.act),
-                b=np.broadcast_to(self.art.b.astype(pl.act), (t, n)).copy())   # a contiguous add is ~4x faster
+                b=np.broadcast_to(self.art.b.astype(pl.act), (t, n)).copy(),   # a contiguous add is ~4x faster
+                h32=np.empty((C, t, n), dtype=np.int32))
         return self._buffers[C]
 
     def run(self, x: np.ndarray, hidden: bool = True, output: bool = True):
@@ -256,6 +258,7 @@ class Stream:
         float_work = pl.work is np.float64
         S, hmax, Kw, s_w = art.shift, art.h_max, self.K_w, self.s_w
         modrelu, fold, z_apart = art.activation == "modrelu", self.fold_w, pl.act is not pl.work
+        same_out = pl.act is pl.w      # the activation writes h_t in the W product's type directly
         with blas_threads(LOOP_BLAS_THREADS if pl.w is not np.int64 else None):
             for b0 in range(0, B, self.tile):
                 b1 = min(B, b0 + self.tile)
@@ -273,39 +276,47 @@ class Stream:
                         PUk *= self.m_u
                         PUk += self.half
                     for j in range(k):
+                        # Conversions between types are explicit copies: a NumPy operation with mixed
+                        # types goes through a buffered casting loop, 2-4x slower than cast + operation.
                         np.matmul(Z[j, :nb], Kw, out=aw)        # aw is p when M'_W is folded into Kw
                         if not fold:
-                            if float_work:
-                                np.multiply(aw, s_w, out=p)
-                            else:
-                                p[...] = aw
-                                p *= s_w
+                            np.copyto(p, aw, casting="unsafe")  # an exact integer: exact in any type
+                            p *= s_w
                         p += PUk[j]
-                        # z = floor(p): in place, or converted into the activation's type (exact)
-                        if float_work:
-                            if S:
-                                np.floor(p, out=z)
-                            elif z_apart:
-                                z[...] = p
-                        else:
-                            if S:
+                        if S:
+                            if float_work:
+                                np.floor(p, out=p)
+                            else:
                                 np.right_shift(p, S, out=p)     # arithmetic shift: floor division by 2^S
-                            if z_apart:
-                                z[...] = p
+                        if z_apart:
+                            np.copyto(z, p, casting="unsafe")   # |z| <= zb < 2^24: exact in float32
                         dest = Z[j + 1, :nb]
                         if modrelu:
                             np.abs(z, out=a)
                             a += b
                             _clip(a, 0, hmax, out=a)
                             _clip(z, -1, 1, out=z)        # sign(z), z integer
-                            np.multiply(z, a, out=dest)
-                        else:
+                            if same_out:
+                                np.multiply(z, a, out=dest)
+                            else:
+                                np.multiply(z, a, out=a)
+                                np.copyto(dest, a, casting="unsafe")
+                        elif same_out:
                             _clip(z, 0, hmax, out=dest)
+                        else:
+                            _clip(z, 0, hmax, out=z)
+                            np.copyto(dest, z, casting="unsafe")
                     hs = Z[1:k + 1, :nb]                  # (k, nb, n)
+                    # Out as int64 through int32 (|h| <= h_max < 2^15): NumPy converts float to int32
+                    # with SIMD, to int64 element by element (~5x slower on 262 MB of hidden codes).
                     if H is not None:
-                        H[b0:b1, t0:t0 + k] = hs.transpose(1, 0, 2)
+                        h32 = buf["h32"][:k, :nb]
+                        np.copyto(h32, hs, casting="unsafe")
+                        H[b0:b1, t0:t0 + k] = h32.transpose(1, 0, 2)
                     if Y is not None:
                         yk = hs.reshape(k * nb, n).astype(pl.v, copy=False) @ self.V_t
+                        if self.y_int32:
+                            yk = yk.astype(np.int32)
                         Yv = Y[b0:b1, t0:t0 + k]
                         Yv[...] = yk.reshape(k, nb, o).transpose(1, 0, 2)
                         Yv += self.c
