@@ -236,7 +236,7 @@ class Stream:
                 z=p if pl.act is pl.work else np.empty((t, n), dtype=pl.act),
                 a=np.empty((t, n), dtype=pl.act),
                 b=np.broadcast_to(self.art.b.astype(pl.act), (t, n)).copy(),   # a contiguous add is ~4x faster
-                h32=np.empty((C, t, n), dtype=np.int32))
+                h32=np.empty((C, t, n), dtype=np.int32), i32=np.empty((t, n), dtype=np.int32))
         return self._buffers[C]
 
     def run(self, x: np.ndarray, hidden: bool = True, output: bool = True):
@@ -259,11 +259,13 @@ class Stream:
         S, hmax, Kw, s_w = art.shift, art.h_max, self.K_w, self.s_w
         modrelu, fold, z_apart = art.activation == "modrelu", self.fold_w, pl.act is not pl.work
         same_out = pl.act is pl.w      # the activation writes h_t in the W product's type directly
+        # int64 work: float32 values (|aW| <= acc_w < 2^24, |z| <= zb < 2^24) convert through int32
+        via32 = not float_work and pl.w is np.float32
         with blas_threads(LOOP_BLAS_THREADS if pl.w is not np.int64 else None):
             for b0 in range(0, B, self.tile):
                 b1 = min(B, b0 + self.tile)
                 nb = b1 - b0
-                p, aw, z, a, b = (buf[k][:nb] for k in ("p", "aw", "z", "a", "b"))
+                p, aw, z, a, b, i32 = (buf[k][:nb] for k in ("p", "aw", "z", "a", "b", "i32"))
                 Z[0, :nb] = self._h[b0:b1]
                 for t0 in range(0, k_all, C):
                     k = min(C, k_all - t0)
@@ -280,7 +282,11 @@ class Stream:
                         # types goes through a buffered casting loop, 2-4x slower than cast + operation.
                         np.matmul(Z[j, :nb], Kw, out=aw)        # aw is p when M'_W is folded into Kw
                         if not fold:
-                            np.copyto(p, aw, casting="unsafe")  # an exact integer: exact in any type
+                            if via32:                           # float32 -> int64 through int32 (SIMD)
+                                np.copyto(i32, aw, casting="unsafe")
+                                np.copyto(p, i32)
+                            else:
+                                np.copyto(p, aw, casting="unsafe")  # an exact integer: exact in any type
                             p *= s_w
                         p += PUk[j]
                         if S:
@@ -288,8 +294,12 @@ class Stream:
                                 np.floor(p, out=p)
                             else:
                                 np.right_shift(p, S, out=p)     # arithmetic shift: floor division by 2^S
-                        if z_apart:
-                            np.copyto(z, p, casting="unsafe")   # |z| <= zb < 2^24: exact in float32
+                        if z_apart:                             # |z| <= zb < 2^24: exact in float32
+                            if float_work:
+                                np.copyto(z, p, casting="unsafe")
+                            else:
+                                np.copyto(i32, p, casting="unsafe")
+                                np.copyto(z, i32)
                         dest = Z[j + 1, :nb]
                         if modrelu:
                             np.abs(z, out=a)
