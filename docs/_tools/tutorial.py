@@ -29,11 +29,6 @@ COPY = re.compile(r"^<!-- tutorial: copy (\S+) -->$", re.M)
 COLUMNS = "100"  # fixed terminal width, so that wrapped output does not depend on who regenerates
 
 
-def commands(text: str) -> list[str]:
-    """The `$ ` commands of every console block, in page order."""
-    return [line[2:] for block in CONSOLE.findall(text) for line in block.splitlines() if line.startswith("$ ")]
-
-
 def run(command: str, cwd: Path, env: dict) -> str:
     print(f"$ {command}", file=sys.stderr, flush=True)
     p = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True)
