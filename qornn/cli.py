@@ -162,47 +162,18 @@ def add_simulate(sub):
     p.add_argument("--out", required=True, help=".npy file for the integer output codes")
     p.add_argument("--hidden-out", default=None, help="optional .npy file for the integer hidden codes")
     p.add_argument("--real", action="store_true", help="write real values (codes x scale) instead of codes")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_simulate)
 
 
-def load_npy(path):
-    import numpy as np
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise QornnError(f"input file {path} not found") from None
-    except (ValueError, OSError, EOFError) as e:
-        raise QornnError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
-
-
-def save_npy(path, array) -> None:
-    import io
-
-    import numpy as np
-
-    from qornn.atomic import write_bytes_atomic
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    try:
-        write_bytes_atomic(path, buf.getvalue())
-    except OSError as e:
-        raise QornnError(f"cannot write {path}: {e.strerror}") from None
-
-
 def cmd_simulate(args) -> int:
-    from qornn.export.artifact import load_artifact
-    from qornn.export.simulator import simulate
+    """Streams the input in blocks (memory bounded for any length); see qornn.simfiles."""
+    from qornn.simfiles import simulate_files
 
-    art = load_artifact(args.artifact)
-    x = load_npy(args.input)
-    res = simulate(art, x, return_hidden=args.hidden_out is not None)
-    save_npy(args.out, res.output_real if args.real else res.output)
-    if args.hidden_out:
-        save_npy(args.hidden_out, res.hidden_real if args.real else res.hidden)
-    print(f"wrote {args.out}: outputs {res.output.shape} ({'real' if args.real else 'int64 codes'}, "
-          f"scale {res.output_scale:.6g}) for {x.shape[0]} sequences of {x.shape[1]} steps")
+    r = simulate_files(args.artifact, args.input, args.out, args.hidden_out, real=args.real, force=args.force)
+    print(f"wrote {args.out}: outputs {r['output_shape']} ({'real' if args.real else 'int64 codes'}, "
+          f"scale {r['output_scale']:.6g}) for {r['batch']} sequences of {r['time']} steps"
+          + (f"; hidden {'values' if args.real else 'codes'} in {args.hidden_out}" if args.hidden_out else ""))
     return 0
 
 
@@ -369,7 +340,11 @@ def add_verify(sub):
     p.add_argument("--onnx", action="store_true", help="run ARTIFACT/model.onnx with onnxruntime")
     p.add_argument("--hls", default=None, metavar="PRJ_DIR", help="hls4ml project directory to C-simulate")
     p.add_argument("--sequences", type=_positive, default=64, help="random input sequences (default 64)")
-    p.add_argument("--length", type=_positive, default=500, help="time steps per sequence (default 500)")
+    p.add_argument("--length", type=_positive, default=None,
+                   help="time steps per sequence (default 500); with --budget the longest length (default 3000)")
+    p.add_argument("--budget", type=_positive, default=None, metavar="N",
+                   help="compare at least N integers per executor, on random, boundary, saturating and extreme "
+                        "sequences of lengths spread from 1 to --length (replaces --sequences)")
     p.add_argument("--seed", type=_positive, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
@@ -380,7 +355,7 @@ def cmd_verify(args) -> int:
     from qornn.verify import format_table, verify
 
     report = verify(args.artifact, onnx=args.onnx, hls_dir=args.hls, sequences=args.sequences,
-                    length=args.length, seed=args.seed)
+                    length=args.length, seed=args.seed, budget=args.budget)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["ok"] else 1
 

@@ -110,7 +110,7 @@ def executor_rows(art, art_dir: Path, hls_dir: Path, task) -> list:
             mean.add(task.metrics(torch.from_numpy(got * art.output_scale), y), len(y))
         note = f"yes, {values} of {values} outputs" if equal == values else f"MISMATCH: {values - equal} of {values} differ"
         rows.append((name, mean.result(), note))
-    report = verify(str(art_dir), onnx=True, hls_dir=str(hls_dir), sequences=32, length=task.length, seed=0)
+    report = verify(str(art_dir), onnx=True, hls_dir=str(hls_dir), budget=100_000, seed=0)
     print("\nqornn verify on random and saturating sequences:\n" + format_table(report))
     if not report["ok"]:
         rows.append(("qornn verify", rows[-1][1], "MISMATCH on random/boundary sequences"))
