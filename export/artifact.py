@@ -1,9 +1,12 @@
-"""The integer artifact: the contract between export, the simulator, ONNX and hls.
+"""The integer artifact: the contract between export, the simulator, ONNX and the hardware stages.
 
 One directory: ``qornn.json`` (the self-describing spec) and ``tensors.safetensors`` (integer
-tensors). Needs only NumPy (and safetensors' NumPy API). Every field is validated on load and
-every derived width is recomputed, so a hand-edited or truncated artifact is refused with an
-error that names the field. Semantics: docs/spec.md.
+tensors). Needs only NumPy (and safetensors' NumPy API). Every field is validated on load, every
+derived quantity (requant constants, widths, ranges, the output scale) is recomputed and must
+match, and one SHA-256 covers every field that affects the integers, so a hand-edited, truncated
+or forged artifact is refused with an error that names the field. Semantics: docs/spec.md.
+
+Every bound is computed with Python integers (never NumPy scalars, which wrap at 2^63).
 """
 
 from __future__ import annotations
@@ -21,18 +24,28 @@ from qornn.atomic import commit_dir, prepare_dir
 from qornn.errors import QornnError
 
 FORMAT = "qornn-integer-artifact"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SPEC_FILE = "qornn.json"
 TENSORS_FILE = "tensors.safetensors"
 ACTIVATIONS = ("modrelu", "relu")
 OUTPUT_MODES = ("every_step", "last_step")
+SCALE_MODES = ("max", "lsq", "po2")
+WEIGHTS = ("W", "U", "V")
 INT64_LIMIT = 2**62      # every intermediate must stay below this in magnitude
 FLOAT64_EXACT = 2**53    # integers below this are exact in float64
+REQUANT_BITS = 16        # requant multipliers M < 2^16, relative error <= 2^-16
+MAX_SHIFT = 62
+B_LIMIT = 2**31 - 1      # |b| <= B_LIMIT (b is stored as int32)
+_DTYPES = {"W": "int8", "U": "int8", "V": "int8", "b": "int32", "c": "int64"}
 
 
-def weight_range(bits: int) -> tuple[int, int]:
-    """k-bit weight codes: [-2^(k-1), 2^(k-1)-1]; one bit is {-1, +1}."""
-    return (-1, 1) if bits == 1 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+def weight_range(bits: int, narrow: bool = False) -> tuple[int, int]:
+    """Codes of a k-bit weight: [-2^(k-1), 2^(k-1)-1]; narrow range [-(2^(k-1)-1), 2^(k-1)-1]
+    (k = 2 narrow is ternary); one bit is {-1, +1} (narrow is not defined for one bit)."""
+    if bits == 1:
+        return -1, 1
+    top = 2 ** (bits - 1) - 1
+    return (-top if narrow else -top - 1), top
 
 
 def sym_max(bits: int) -> int:
@@ -41,16 +54,55 @@ def sym_max(bits: int) -> int:
 
 
 def signed_bits(lo: int, hi: int) -> int:
-    """Fewest bits of a two's-complement type holding every integer in [lo, hi]."""
-    b = 1
-    while not (-(2 ** (b - 1)) <= lo and hi <= 2 ** (b - 1) - 1):
-        b += 1
-    return b
+    """Fewest bits of a two's-complement type holding every integer in [lo, hi] (Python ints)."""
+    lo, hi = int(lo), int(hi)
+    return max((-lo - 1).bit_length() if lo < 0 else 0, hi.bit_length() if hi > 0 else 0) + 1
+
+
+def requant_constant(r: float) -> tuple[int, int]:
+    """(M, S) with M / 2^S the nearest 16-bit approximation of the positive ratio r.
+
+    S is the largest shift with M = floor(r 2^S + 1/2) < 2^16, so 2^15 <= M < 2^16 and the
+    relative error |M 2^-S - r| / r is at most 2^-16; then factors of two are taken out of M
+    (M odd or S = 0), so a power-of-two ratio gives M = 1 and the product is a plain shift.
+    Exact and platform independent: r 2^S is a power-of-two scaling of a float64."""
+    if not (isinstance(r, float) and math.isfinite(r) and r > 0):
+        raise QornnError(f"cannot requantize: scale ratio {r!r} is not a finite positive number")
+    _, e = math.frexp(r)                     # r = f 2^e, 1/2 <= f < 1
+    S = REQUANT_BITS - e                     # r 2^S = f 2^16 in [2^15, 2^16)
+    M = math.floor(math.ldexp(r, S) + 0.5) if S >= 0 else None
+    if M is not None and M >= 2**REQUANT_BITS:
+        S -= 1
+        M = math.floor(math.ldexp(r, S) + 0.5)
+    if S < 0:
+        raise QornnError(f"scale ratio {r:.4g} is too large for the integer requantization (it needs "
+                         f"a multiplier >= 2^{REQUANT_BITS}); raise the hidden-state bits or check the calibration")
+    while M % 2 == 0 and S > 0:
+        M //= 2
+        S -= 1
+    if S > MAX_SHIFT:
+        raise QornnError(f"scale ratio {r:.4g} is too small for the integer requantization (it needs a shift "
+                         f"> {MAX_SHIFT}): that product cannot move the hidden state; lower its input bits")
+    return M, S
+
+
+def requant_error(M: int, S: int, r: float) -> float:
+    """Relative error |M 2^-S - r| / r of a requant constant."""
+    return abs(math.ldexp(M, -S) - r) / r
+
+
+def is_power_of_two(x: float) -> bool:
+    return isinstance(x, float) and x > 0 and math.isfinite(x) and math.frexp(x)[0] == 0.5
 
 
 @dataclass
 class Artifact:
-    """Integer tensors and the scalars of the spec. Shapes: W (n, n), U (n, m), V (o, n), b (n,), c (o,)."""
+    """Integer tensors and the scalars of the spec. Shapes: W (n, n), U (n, m), V (o, n), b (n,), c (o,).
+
+    `recurrent_bits`, `input_weight_bits`, `output_bits` are the widths of W, U, V; `narrow`
+    names the weight tensors that use the narrow (symmetric) range. The requant constants
+    (m_w, shift_w, m_u, shift_u) follow from the scales (`requant_constant`); `shift`,
+    `mult_w`, `mult_u` are the aligned form every executor runs (docs/spec.md, "One step")."""
 
     W: np.ndarray
     U: np.ndarray
@@ -59,21 +111,25 @@ class Artifact:
     c: np.ndarray          # output bias, output scale s_V * s_h
     activation: str
     output_mode: str
-    weight_bits: int
+    recurrent_bits: int
+    input_weight_bits: int
+    output_bits: int
     input_bits: int
     act_bits: int
-    output_bits: int
-    m_w: int               # requant multipliers and shift: z = round_half_up((m_w*aW + m_u*aU) / 2^shift)
+    m_w: int
+    shift_w: int
     m_u: int
-    shift: int
+    shift_u: int
     input_scale: float
     w_scale: float
     u_scale: float
     hidden_scale: float
     v_scale: float
+    narrow: tuple = ()
+    scale_mode: str = "max"
     provenance: dict = field(default_factory=dict)
 
-    # -- sizes ------------------------------------------------------------------------------
+    # -- sizes and ranges --------------------------------------------------------------------
     @property
     def hidden_size(self) -> int:
         return int(self.W.shape[0])
@@ -102,21 +158,55 @@ class Artifact:
     def output_scale(self) -> float:
         return self.v_scale * self.hidden_scale
 
-    # -- derived widths: worst case over all inputs, from bits and sizes alone -------------
+    def bits_of(self, name: str) -> int:
+        return {"W": self.recurrent_bits, "U": self.input_weight_bits, "V": self.output_bits}[name]
+
+    def code_range(self, name: str) -> tuple[int, int]:
+        """Integer range of the weight tensor `name` ('W', 'U' or 'V')."""
+        return weight_range(self.bits_of(name), name in self.narrow)
+
+    def code_max(self, name: str) -> int:
+        lo, hi = self.code_range(name)
+        return max(-lo, hi)
+
+    # -- requantization: the aligned form ---------------------------------------------------
+    @property
+    def shift(self) -> int:
+        """The one rounding shift S = max(S_W, S_U)."""
+        return max(self.shift_w, self.shift_u)
+
+    @property
+    def mult_w(self) -> int:
+        """M_W 2^(S - S_W): the multiplier of W.h once both products share the shift S."""
+        return self.m_w << (self.shift - self.shift_w)
+
+    @property
+    def mult_u(self) -> int:
+        return self.m_u << (self.shift - self.shift_u)
+
+    @property
+    def ratios(self) -> tuple[float, float]:
+        """The real ratios r_W = s_W and r_U = s_U s_x / s_h that M / 2^S approximate."""
+        return self.w_scale, (self.u_scale * self.input_scale) / self.hidden_scale
+
+    def requant_errors(self) -> tuple[float, float]:
+        r_w, r_u = self.ratios
+        return requant_error(self.m_w, self.shift_w, r_w), requant_error(self.m_u, self.shift_u, r_u)
+
+    # -- derived widths: worst case over all inputs, from bits, sizes and constants --------
     def bounds(self) -> dict[str, int]:
-        """Largest magnitude each intermediate can take (see docs/spec.md, 'Widths')."""
+        """Largest magnitude each intermediate can take (docs/spec.md, 'Widths'); Python ints."""
         n, m = self.hidden_size, self.input_size
-        wmax = max(abs(v) for v in weight_range(self.weight_bits))
-        vmax = max(abs(v) for v in weight_range(self.output_bits))
-        aw = n * wmax * self.h_max
-        au = m * wmax * self.x_max
-        pre = self.m_w * aw + self.m_u * au
-        z = (pre + (1 << self.shift >> 1)) >> self.shift
-        bmax = int(np.abs(self.b).max()) if self.b.size else 0
-        zb = z + bmax
-        cmax = int(np.abs(self.c).max()) if self.c.size else 0
-        out = n * vmax * self.h_max + cmax
-        return {"acc_w": aw, "acc_u": au, "pre": pre + (1 << self.shift >> 1), "z": z, "zb": zb, "out": out}
+        aw = n * self.code_max("W") * self.h_max
+        au = m * self.code_max("U") * self.x_max
+        S = self.shift
+        half = (1 << S) >> 1
+        p = self.mult_w * aw + self.mult_u * au
+        z = max((p + half) >> S, -((-p + half) >> S))
+        bmax = max(abs(int(self.b.min(initial=0))), abs(int(self.b.max(initial=0))))
+        cmax = max(abs(int(self.c.min(initial=0))), abs(int(self.c.max(initial=0))))
+        return {"acc_w": aw, "acc_u": au, "pre": p + half, "z": z, "zb": z + bmax,
+                "out": n * self.code_max("V") * self.h_max + cmax}
 
     def widths(self) -> dict[str, int]:
         """Two's-complement bit widths that hold every intermediate without wrapping."""
@@ -129,46 +219,48 @@ class Artifact:
         """True when every intermediate is an integer below 2^53, so float64 BLAS is exact."""
         return max(self.bounds().values()) < FLOAT64_EXACT
 
-    def spec_dict(self) -> dict:
+    # -- serialization ------------------------------------------------------------------------
+    def semantics(self) -> dict:
+        """Every JSON field that affects the integers or their real values (what the hash covers)."""
         return {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "model": {
-                "input_size": self.input_size, "hidden_size": self.hidden_size, "output_size": self.output_size,
-                "activation": self.activation, "output_mode": self.output_mode,
-            },
-            "bits": {"weight": self.weight_bits, "input": self.input_bits, "act": self.act_bits, "output": self.output_bits},
-            "requant": {"m_w": self.m_w, "m_u": self.m_u, "shift": self.shift, "rounding": "half_up", "saturation": "clamp"},
-            "scales": {
-                "input": self.input_scale, "W": self.w_scale, "U": self.u_scale, "hidden": self.hidden_scale,
-                "V": self.v_scale, "output": self.output_scale,
-            },
-            "ranges": {"x": [-self.x_max, self.x_max], "h": [self.h_min, self.h_max]},
-            "widths": self.widths(),
+            "model": {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                      "output_size": self.output_size, "activation": self.activation,
+                      "output_mode": self.output_mode},
+            "bits": {"W": self.recurrent_bits, "U": self.input_weight_bits, "V": self.output_bits,
+                     "x": self.input_bits, "h": self.act_bits},
+            "narrow_range": {k: k in self.narrow for k in WEIGHTS},
+            "requant": {"m_w": self.m_w, "shift_w": self.shift_w, "m_u": self.m_u, "shift_u": self.shift_u,
+                        "rounding": "half_up", "saturation": "clamp"},
+            "scales": {"mode": self.scale_mode, "input": self.input_scale, "W": self.w_scale, "U": self.u_scale,
+                       "hidden": self.hidden_scale, "V": self.v_scale, "output": self.output_scale},
             "tensors": {k: {"shape": list(getattr(self, k).shape), "dtype": _DTYPES[k]} for k in _DTYPES},
-            "tensors_sha256": self.tensors_hash(),
+        }
+
+    def spec_dict(self) -> dict:
+        return {"format": FORMAT, "schema_version": SCHEMA_VERSION} | self.semantics() | {
+            "ranges": {"x": [-self.x_max, self.x_max], "h": [self.h_min, self.h_max]}
+            | {k: list(self.code_range(k)) for k in WEIGHTS},
+            "widths": self.widths(),
+            "content_sha256": self.content_hash(),
             "provenance": self.provenance,
         }
 
-    def tensors_hash(self) -> str:
-        h = hashlib.sha256()
-        for k in _DTYPES:
-            a = np.ascontiguousarray(getattr(self, k).astype(_DTYPES[k]))
-            h.update(k.encode() + str(a.shape).encode() + a.tobytes())
-        return h.hexdigest()
-
     def content_hash(self) -> str:
-        """Hash of everything that defines the integer function (used to cache compiled firmware)."""
-        spec = self.spec_dict()
-        spec.pop("provenance")
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        """SHA-256 of the canonical JSON of `semantics()` followed by the tensors' bytes
+        (docs/spec.md, 'Content hash'). Provenance is not covered; everything else is."""
+        h = hashlib.sha256(canonical_json(self.semantics()).encode("utf-8"))
+        for k in _DTYPES:
+            h.update(np.ascontiguousarray(getattr(self, k), dtype=np.dtype(_DTYPES[k]).newbyteorder("<")).tobytes())
+        return h.hexdigest()
 
     def validate(self) -> "Artifact":
         _validate(self)
         return self
 
 
-_DTYPES = {"W": "int8", "U": "int8", "V": "int8", "b": "int32", "c": "int64"}
+def canonical_json(obj) -> str:
+    """Sorted keys, no whitespace, ASCII, floats in Python's shortest round-trip form."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def _fail(path: str, msg: str):
@@ -177,57 +269,94 @@ def _fail(path: str, msg: str):
 
 def _check_int(path: str, v, lo: int, hi: int) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        _fail(path, f"expected an integer in {lo}..{hi}, got {v!r}")
+        _fail(path, f"expected an integer in {lo}..{hi}, got {_short(v)}")
     return v
 
 
 def _check_scale(path: str, v) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-        _fail(path, f"expected a finite positive number, got {v!r}")
-    return float(v)
+    if not isinstance(v, float) or not math.isfinite(v) or v <= 0:
+        _fail(path, f"expected a finite positive number, got {_short(v)}")
+    return v
+
+
+def _short(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
 
 
 def _validate(a: Artifact) -> None:
-    _check_int("bits.weight", a.weight_bits, 1, 8)
-    _check_int("bits.input", a.input_bits, 2, 16)
-    _check_int("bits.act", a.act_bits, 2, 16)
-    _check_int("bits.output", a.output_bits, 1, 8)
-    _check_int("requant.shift", a.shift, 0, 62)
-    _check_int("requant.m_w", a.m_w, 0, 2**31 - 1)
-    _check_int("requant.m_u", a.m_u, 0, 2**31 - 1)
+    """Every field's type and range, shapes, codes against their bit widths, the derived
+    requant constants, and every bound below 2^62. Names the field at fault."""
+    for path, v, lo, hi in (("bits.W", a.recurrent_bits, 1, 8), ("bits.U", a.input_weight_bits, 1, 8),
+                            ("bits.V", a.output_bits, 1, 8), ("bits.x", a.input_bits, 2, 16),
+                            ("bits.h", a.act_bits, 2, 16), ("requant.m_w", a.m_w, 1, 2**REQUANT_BITS - 1),
+                            ("requant.m_u", a.m_u, 1, 2**REQUANT_BITS - 1),
+                            ("requant.shift_w", a.shift_w, 0, MAX_SHIFT), ("requant.shift_u", a.shift_u, 0, MAX_SHIFT)):
+        _check_int(path, v, lo, hi)
     if a.activation not in ACTIVATIONS:
-        _fail("model.activation", f"expected one of {ACTIVATIONS}, got {a.activation!r}")
+        _fail("model.activation", f"expected one of {', '.join(ACTIVATIONS)}, got {_short(a.activation)}")
     if a.output_mode not in OUTPUT_MODES:
-        _fail("model.output_mode", f"expected one of {OUTPUT_MODES}, got {a.output_mode!r}")
+        _fail("model.output_mode", f"expected one of {', '.join(OUTPUT_MODES)}, got {_short(a.output_mode)}")
+    if a.scale_mode not in SCALE_MODES:
+        _fail("scales.mode", f"expected one of {', '.join(SCALE_MODES)}, got {_short(a.scale_mode)}")
+    if not isinstance(a.narrow, tuple) or any(k not in WEIGHTS for k in a.narrow) or len(set(a.narrow)) != len(a.narrow):
+        _fail("narrow_range", f"expected a subset of {WEIGHTS}, got {_short(a.narrow)}")
+    for k in a.narrow:
+        if a.bits_of(k) == 1:
+            _fail(f"narrow_range.{k}", "the narrow range is not defined for 1-bit weights (use 2 bits: ternary)")
     for k, name in (("input_scale", "input"), ("w_scale", "W"), ("u_scale", "U"), ("hidden_scale", "hidden"),
                     ("v_scale", "V")):
         _check_scale(f"scales.{name}", getattr(a, k))
+    if a.scale_mode == "po2":
+        for k, name in (("input_scale", "input"), ("w_scale", "W"), ("u_scale", "U"), ("hidden_scale", "hidden"),
+                        ("v_scale", "V")):
+            if not is_power_of_two(getattr(a, k)):
+                _fail(f"scales.{name}", f"scales.mode is po2 but {getattr(a, k)!r} is not a power of two")
+    for k in _DTYPES:
+        t = getattr(a, k)
+        if not isinstance(t, np.ndarray) or not np.issubdtype(t.dtype, np.integer):
+            _fail(f"tensors.{k}.dtype", f"expected an integer array, got {getattr(t, 'dtype', type(t).__name__)}")
     n = a.W.shape[0] if a.W.ndim == 2 else -1
-    expect = {"W": (n, n), "U": (n, a.U.shape[1] if a.U.ndim == 2 else -1),
-              "V": (a.V.shape[0] if a.V.ndim == 2 else -1, n), "b": (n,), "c": (a.V.shape[0] if a.V.ndim == 2 else -1,)}
-    for k, shape in expect.items():
+    m = a.U.shape[1] if a.U.ndim == 2 else -1
+    o = a.V.shape[0] if a.V.ndim == 2 else -1
+    for k, shape in {"W": (n, n), "U": (n, m), "V": (o, n), "b": (n,), "c": (o,)}.items():
         t = getattr(a, k)
         if t.shape != shape or min(shape) <= 0:
             _fail(f"tensors.{k}.shape", f"expected {shape}, got {tuple(t.shape)}")
-        if not np.issubdtype(t.dtype, np.integer):
-            _fail(f"tensors.{k}.dtype", f"expected an integer tensor, got {t.dtype}")
-    for k, bits in (("W", a.weight_bits), ("U", a.weight_bits), ("V", a.output_bits)):
-        lo, hi = weight_range(bits)
+    for k in WEIGHTS:
+        lo, hi = a.code_range(k)
         t = getattr(a, k)
-        if t.min() < lo or t.max() > hi:
-            _fail(f"tensors.{k}", f"values {int(t.min())}..{int(t.max())} outside the {bits}-bit range {lo}..{hi}")
-        if bits == 1 and np.any(t == 0):
+        tmin, tmax = int(t.min()), int(t.max())
+        if tmin < lo or tmax > hi:
+            _fail(f"tensors.{k}", f"codes {tmin}..{tmax} outside the range {lo}..{hi} of {a.bits_of(k)}-bit "
+                  f"{'narrow ' if k in a.narrow else ''}weights")
+        if a.bits_of(k) == 1 and np.any(t == 0):
             _fail(f"tensors.{k}", "1-bit weights must be -1 or +1")
-    if a.activation == "relu" and np.any(a.b != 0):
+    bmin, bmax = int(a.b.min()), int(a.b.max())
+    if a.activation == "relu" and (bmin != 0 or bmax != 0):
         _fail("tensors.b", "relu has no bias; b must be zero")
-    if np.abs(a.b).max() >= 2**31 or np.abs(a.c).max() >= INT64_LIMIT:
-        _fail("tensors.b", "bias out of range")
+    if bmin < -B_LIMIT or bmax > B_LIMIT:
+        _fail("tensors.b", f"bias codes {bmin}..{bmax} outside -{B_LIMIT}..{B_LIMIT}")
+    cmin, cmax = int(a.c.min()), int(a.c.max())
+    if max(-cmin, cmax) >= INT64_LIMIT:
+        _fail("tensors.c", f"output bias codes {cmin}..{cmax} reach 2^62")
+    r_w, r_u = a.ratios
+    for (M, S), r, name in (((a.m_w, a.shift_w), r_w, "w"), ((a.m_u, a.shift_u), r_u, "u")):
+        try:
+            want = requant_constant(r)
+        except QornnError as e:
+            _fail(f"requant.m_{name}", str(e))
+        if (M, S) != want:
+            _fail(f"requant.m_{name}", f"(m_{name}, shift_{name}) = ({M}, {S}) but the scales give {want} "
+                  f"(docs/spec.md, 'How the integers are chosen')")
     bounds = a.bounds()
     worst = max(bounds, key=bounds.get)
     if bounds[worst] >= INT64_LIMIT:
-        _fail(f"widths.{worst}", f"intermediate bound {bounds[worst]} does not fit in 63 bits; lower the bit widths")
+        where = "tensors.c" if worst == "out" else f"widths.{worst}"
+        _fail(where, f"intermediate bound {bounds[worst]} reaches 2^62; lower the bit widths, sizes or biases")
 
 
+# -- files -----------------------------------------------------------------------------------
 def save_artifact(a: Artifact, out, force: bool = False, extra_files: dict[str, bytes] | None = None) -> Path:
     """Validate and write atomically; `extra_files` (e.g. model.onnx) land in the same rename."""
     from safetensors.numpy import save_file
@@ -236,7 +365,7 @@ def save_artifact(a: Artifact, out, force: bool = False, extra_files: dict[str, 
     tmp = prepare_dir(out, force, marker=SPEC_FILE)
     try:
         save_file({k: np.ascontiguousarray(getattr(a, k).astype(_DTYPES[k])) for k in _DTYPES}, str(tmp / TENSORS_FILE))
-        (tmp / SPEC_FILE).write_text(json.dumps(a.spec_dict(), indent=2) + "\n")
+        (tmp / SPEC_FILE).write_text(json.dumps(a.spec_dict(), indent=2, allow_nan=False) + "\n")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
         commit_dir(tmp, out)
@@ -244,6 +373,19 @@ def save_artifact(a: Artifact, out, force: bool = False, extra_files: dict[str, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Path(out)
+
+
+_SECTIONS = {
+    "model": {"input_size", "hidden_size", "output_size", "activation", "output_mode"},
+    "bits": {"W", "U", "V", "x", "h"},
+    "narrow_range": set(WEIGHTS),
+    "requant": {"m_w", "shift_w", "m_u", "shift_u", "rounding", "saturation"},
+    "scales": {"mode", "input", "W", "U", "hidden", "V", "output"},
+    "ranges": {"x", "h", *WEIGHTS},
+    "widths": {"acc_w", "acc_u", "pre", "z", "zb", "out", "b", "c"},
+    "tensors": set(_DTYPES),
+}
+_TOP = {"format", "schema_version", "content_sha256", "provenance", *_SECTIONS}
 
 
 def _get(d: dict, path: str):
@@ -255,10 +397,33 @@ def _get(d: dict, path: str):
     return cur
 
 
+def _check_keys(spec: dict) -> None:
+    """No unknown or missing keys: a misspelt field must not be silently ignored."""
+    extra = set(spec) - _TOP
+    if extra:
+        _fail(sorted(extra)[0], "unknown field")
+    for sec, keys in _SECTIONS.items():
+        val = _get(spec, sec)
+        if not isinstance(val, dict):
+            _fail(sec, f"expected an object, got {_short(val)}")
+        if set(val) - keys:
+            _fail(f"{sec}.{sorted(set(val) - keys)[0]}", "unknown field")
+        if keys - set(val):
+            _fail(f"{sec}.{sorted(keys - set(val))[0]}", "missing")
+    for k in _DTYPES:
+        t = spec["tensors"][k]
+        if not isinstance(t, dict) or set(t) != {"shape", "dtype"}:
+            _fail(f"tensors.{k}", "expected an object with 'shape' and 'dtype'")
+    if not isinstance(spec["provenance"], dict):
+        _fail("provenance", "expected an object")
+
+
 def load_artifact(path) -> Artifact:
     """Load and fully validate an artifact directory; any defect is a one-line QornnError."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
+
+    from qornn.jsonio import read_json
 
     path = Path(path)
     if not path.is_dir():
@@ -266,44 +431,61 @@ def load_artifact(path) -> Artifact:
     spec_path, tens_path = path / SPEC_FILE, path / TENSORS_FILE
     if not spec_path.is_file() or not tens_path.is_file():
         raise QornnError(f"{path} is not a qornn artifact: {SPEC_FILE} or {TENSORS_FILE} missing")
-    try:
-        spec = json.loads(spec_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise QornnError(f"{spec_path}: not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    spec = read_json(spec_path, "artifact spec")
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        _fail("format", f"expected {FORMAT!r}, got {spec.get('format') if isinstance(spec, dict) else spec!r}")
-    if spec.get("schema_version") != SCHEMA_VERSION:
-        _fail("schema_version", f"this qornn reads version {SCHEMA_VERSION}, got {spec.get('schema_version')!r}")
+        _fail("format", f"expected {FORMAT!r}, got {_short(spec.get('format') if isinstance(spec, dict) else spec)}")
+    version = spec.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+            _fail("schema_version", f"version {version} artifacts are no longer read (their hash did not cover "
+                  f"every field); re-export the run with `qornn export RUN --out {path} --force`")
+        _fail("schema_version", f"this qornn reads version {SCHEMA_VERSION}, got {_short(version)}")
+    _check_keys(spec)
     try:
         t = load_file(str(tens_path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise QornnError(f"{tens_path}: corrupt tensor file ({e})") from None
+        raise QornnError(f"{tens_path}: corrupt tensor file ({str(e).splitlines()[0][:160]})") from None
+    if set(t) != set(_DTYPES):
+        extra = sorted(set(t) ^ set(_DTYPES))[0]
+        _fail(f"tensors.{extra}", f"{'missing from' if extra in _DTYPES else 'unknown tensor in'} {TENSORS_FILE}")
     for k, dt in _DTYPES.items():
-        if k not in t:
-            _fail(f"tensors.{k}", f"missing from {TENSORS_FILE}")
+        if _get(spec, f"tensors.{k}.dtype") != dt:
+            _fail(f"tensors.{k}.dtype", f"expected {dt!r}, got {_short(spec['tensors'][k]['dtype'])}")
         if str(t[k].dtype) != dt:
-            _fail(f"tensors.{k}.dtype", f"expected {dt}, got {t[k].dtype}")
-        if list(t[k].shape) != _get(spec, f"tensors.{k}.shape"):
-            _fail(f"tensors.{k}.shape", f"spec says {_get(spec, f'tensors.{k}.shape')}, file holds {list(t[k].shape)}")
+            _fail(f"tensors.{k}.dtype", f"{TENSORS_FILE} holds {t[k].dtype}, expected {dt}")
+        if _get(spec, f"tensors.{k}.shape") != list(t[k].shape):
+            _fail(f"tensors.{k}.shape", f"spec says {_short(spec['tensors'][k]['shape'])}, "
+                  f"file holds {list(t[k].shape)}")
+    narrow = _get(spec, "narrow_range")
+    for k in WEIGHTS:
+        if not isinstance(narrow[k], bool):
+            _fail(f"narrow_range.{k}", f"expected true or false, got {_short(narrow[k])}")
     a = Artifact(
         W=t["W"], U=t["U"], V=t["V"], b=t["b"], c=t["c"],
         activation=_get(spec, "model.activation"), output_mode=_get(spec, "model.output_mode"),
-        weight_bits=_get(spec, "bits.weight"), input_bits=_get(spec, "bits.input"),
-        act_bits=_get(spec, "bits.act"), output_bits=_get(spec, "bits.output"),
-        m_w=_get(spec, "requant.m_w"), m_u=_get(spec, "requant.m_u"), shift=_get(spec, "requant.shift"),
+        recurrent_bits=_get(spec, "bits.W"), input_weight_bits=_get(spec, "bits.U"),
+        output_bits=_get(spec, "bits.V"), input_bits=_get(spec, "bits.x"), act_bits=_get(spec, "bits.h"),
+        m_w=_get(spec, "requant.m_w"), shift_w=_get(spec, "requant.shift_w"),
+        m_u=_get(spec, "requant.m_u"), shift_u=_get(spec, "requant.shift_u"),
         input_scale=_get(spec, "scales.input"), w_scale=_get(spec, "scales.W"), u_scale=_get(spec, "scales.U"),
         hidden_scale=_get(spec, "scales.hidden"), v_scale=_get(spec, "scales.V"),
-        provenance=spec.get("provenance", {}),
+        narrow=tuple(k for k in WEIGHTS if narrow[k]), scale_mode=_get(spec, "scales.mode"),
+        provenance=spec["provenance"],
     )
     for key, value in (("model.input_size", a.input_size), ("model.hidden_size", a.hidden_size),
                        ("model.output_size", a.output_size)):
-        if _get(spec, key) != value:
-            _fail(key, f"spec says {_get(spec, key)!r}, tensors say {value}")
-    if _get(spec, "requant.rounding") != "half_up" or _get(spec, "requant.saturation") != "clamp":
-        _fail("requant.rounding", "only rounding 'half_up' with saturation 'clamp' is defined")
+        if type(_get(spec, key)) is not int or _get(spec, key) != value:
+            _fail(key, f"spec says {_short(_get(spec, key))}, tensors say {value}")
+    if _get(spec, "requant.rounding") != "half_up":
+        _fail("requant.rounding", "only 'half_up' is defined")
+    if _get(spec, "requant.saturation") != "clamp":
+        _fail("requant.saturation", "only 'clamp' is defined")
     a.validate()
-    if _get(spec, "widths") != a.widths():
-        _fail("widths", f"stored widths {spec['widths']} disagree with the derived {a.widths()}")
-    if _get(spec, "tensors_sha256") != a.tensors_hash():
-        _fail("tensors_sha256", "tensor contents do not match the spec's hash (file edited or corrupt)")
+    derived = a.spec_dict()
+    for sec in ("scales", "ranges", "widths"):
+        for k, v in derived[sec].items():
+            if spec[sec][k] != v or type(spec[sec][k]) is not type(v):
+                _fail(f"{sec}.{k}", f"stored {_short(spec[sec][k])} disagrees with the derived {_short(v)}")
+    if _get(spec, "content_sha256") != derived["content_sha256"]:
+        _fail("content_sha256", "does not match the artifact's content (a field or tensor was edited after export)")
     return a

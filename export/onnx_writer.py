@@ -32,7 +32,7 @@ The scan runs time-major (T, B, ·) so each step's slice is contiguous; only the
 rounding offset into the input product (a constant-1 input column) is exact in both types: every
 partial sum is bounded by the spec's ``pre`` bound.
 
-The model's ``metadata_props`` carry the artifact's ``tensors_sha256`` and ``content_hash`` and a
+The model's ``metadata_props`` carry the artifact's ``content_hash`` and a
 SHA-256 of the serialized graph, so :func:`check_onnx_matches` can tell a file built from another
 artifact, or edited by hand, from the real one.
 """
@@ -50,7 +50,7 @@ from .artifact import Artifact
 
 OPSET = 21
 IR_VERSION = 10
-ONNX_FORMAT = "qornn-onnx-v1"
+ONNX_FORMAT = "qornn-onnx-v2"
 ONNX_FILE = "model.onnx"
 META = "qornn."  # metadata key prefix
 
@@ -113,8 +113,8 @@ def build_onnx(art: Artifact, real_input: bool = False, force_int64: bool = Fals
     # The rounding offset 2^(S-1) rides in the same product as the weight of a constant-1 input
     # column (Pad), which saves a full (T, B, n) Add.
     scale = 2.0 ** -S if exact else 1
-    Uk = art.m_u * art.U.astype(np.int64).T
-    Wk = art.m_w * art.W.astype(np.int64).T
+    Uk = art.mult_u * art.U.astype(np.int64).T
+    Wk = art.mult_w * art.W.astype(np.int64).T
     if half:
         x = node("Pad", [x, const("pad_one", [0, 0, 0, 0, 0, 1], np.int64), const("one", 1)], ["x_one"],
                  mode="constant")
@@ -191,7 +191,6 @@ def build_onnx(art: Artifact, real_input: bool = False, force_int64: bool = Fals
     model.ir_version = IR_VERSION
     meta = {
         "format": ONNX_FORMAT,
-        "tensors_sha256": art.tensors_hash(),
         "content_hash": art.content_hash(),
         "graph_sha256": _graph_hash(model),
         "arithmetic": "float64" if exact else "int64",
@@ -241,7 +240,7 @@ def _read(path_or_bytes):
 def check_onnx_matches(art: Artifact, path_or_bytes, real_input: bool = False):
     """Raise a one-line QornnError unless the ONNX file is the export of `art`, unedited.
 
-    Checks the qornn metadata (format, tensors hash, content hash), the graph hash written at
+    Checks the qornn metadata (format, content hash), the graph hash written at
     export (detects hand edits of initializers or nodes), the ONNX checker, and the graph's
     inputs (``x_codes``, or ``x`` for a ``real_input`` model) and outputs. Returns the ModelProto."""
     import onnx
@@ -252,8 +251,8 @@ def check_onnx_matches(art: Artifact, path_or_bytes, real_input: bool = False):
     if meta.get("format") != ONNX_FORMAT:
         raise QornnError(f"{name}: not a qornn ONNX export (metadata {META}format is {meta.get('format')!r}, "
                          f"expected {ONNX_FORMAT!r})")
-    if meta.get("tensors_sha256") != art.tensors_hash() or meta.get("content_hash") != art.content_hash():
-        raise QornnError(f"{name} was built from a different artifact (tensors/content hash differ); "
+    if meta.get("content_hash") != art.content_hash():
+        raise QornnError(f"{name} was built from a different artifact (content hash differs); "
                          "re-run `qornn export`")
     if meta.get("graph_sha256") != _graph_hash(model):
         raise QornnError(f"{name}: graph does not match its recorded hash (edited after export)")

@@ -1,6 +1,7 @@
 """The firmware configurations shared by the tests (see conftest.py for how they are built).
 
-Twelve projects span the configurations: every weight width 1..8; activation widths 2..16 and
+Thirteen projects span the configurations: every weight width 1..8; mixed widths (ternary
+narrow-range W with 3-bit U and a 6-bit hidden state); activation widths 2..16 and
 input widths 2..16 at both ends; hidden 1 and 37; modReLU and ReLU; every_step and last_step;
 Latency and Resource strategies with reuse factor 1 and > 1 (both resource kernels: rf <= n_in
 and rf > n_in); Vivado and Vitis; io_stream and io_parallel; shift 0 and 16; an output bias near
@@ -51,6 +52,10 @@ CASES = {
     "w8_a15_short": (11, dict(hidden=9, inputs=3, outputs=5, weight_bits=8, input_bits=3, act_bits=15,
                               output_bits=8, activation="modrelu", output_mode="every_step"),
                      dict(backend="Vitis", io_type="io_stream", strategy="Resource", max_length=16)),
+    "ternary_w_u3_h6": (12, dict(hidden=13, inputs=3, outputs=2, recurrent_bits=2, input_weight_bits=3,
+                                 narrow=("W",), input_bits=8, act_bits=6, output_bits=5, activation="modrelu",
+                                 output_mode="every_step"),
+                        dict(backend="Vitis", io_type="io_stream", max_length=80)),
 }
 PERTURBED = "perturbed_latency_r2"   # the artifact of "latency_r2" with one recurrent weight changed by 1
 

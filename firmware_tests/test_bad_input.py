@@ -83,11 +83,11 @@ def test_out_dir_holding_an_earlier_project_needs_force(art, tmp_path):
 def test_unsupported_schema_version(art, tmp_path):
     art_dir = save_artifact(art, tmp_path / "art")
     spec = json.loads((art_dir / "qornn.json").read_text())
-    spec["schema_version"] = 2
+    spec["schema_version"] = 3
     (art_dir / "qornn.json").write_text(json.dumps(spec))
     with pytest.raises(QornnError) as e:
         write_project(art_dir, tmp_path / "p")
-    assert "schema_version" in _one_line(e) and "got 2" in str(e.value)
+    assert "schema_version" in _one_line(e) and "got 3" in str(e.value)
     assert not (tmp_path / "p").exists()
 
 

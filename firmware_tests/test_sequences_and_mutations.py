@@ -10,7 +10,7 @@ import pytest
 from qornn.errors import QornnError
 from qornn.export.simulator import simulate
 from qornn.hls import run_csim
-from qornn.testing import boundary_inputs
+from qornn.testing import boundary_inputs, with_requant
 
 from .cases import PERTURBED, compare
 
@@ -55,7 +55,7 @@ def test_firmware_of_a_perturbed_artifact_is_caught(projects):
         run_csim(bad_prj, x, art)
 
 
-@pytest.mark.parametrize("change", ["b", "shift", "m_w", "m_u", "V", "c"])
+@pytest.mark.parametrize("change", ["b", "shift_w", "shift_u", "m_w", "m_u", "V", "c"])
 def test_every_parameter_matters(projects, change):
     """The firmware of `latency_r2` against the simulator of a one-parameter variant: must differ."""
     art, prj = projects["latency_r2"]
@@ -69,8 +69,8 @@ def test_every_parameter_matters(projects, change):
         other = dataclasses.replace(art, V=V)
     elif change == "c":
         other = dataclasses.replace(art, c=art.c + np.array([1] + [0] * (art.output_size - 1)))
-    else:
-        other = dataclasses.replace(art, **{change: getattr(art, change) + 1})
+    else:  # a multiplier stays odd (lowest terms); a shift moves by one
+        other = with_requant(art, **{change: getattr(art, change) + (2 if change.startswith("m_") else 1)})
     x = boundary_inputs(art, np.random.default_rng(10), 4, 96)
     y = run_csim(prj, x, art)
     assert np.array_equal(y, simulate(art, x).output)

@@ -106,10 +106,11 @@ def _make_layer_class():
                 mat = np.asarray(mat, dtype=np.int64)
                 return np.ascontiguousarray(mat if resource else mat.T)
 
-            kw, ko = self.attributes["weight_bits"], self.attributes["output_bits"]
+            kw, ku = self.attributes["recurrent_bits"], self.attributes["input_weight_bits"]
+            ko = self.attributes["output_bits"]
             specs = [
                 ("w_rec", "qw{index}", layout(self.attributes["W"]), int_type(weight_bits(kw))),
-                ("w_in", "qu{index}", layout(self.attributes["U"]), int_type(weight_bits(kw))),
+                ("w_in", "qu{index}", layout(self.attributes["U"]), int_type(weight_bits(ku))),
                 ("w_out", "qv{index}", layout(self.attributes["V"]), int_type(weight_bits(ko))),
                 ("act_bias", "qb{index}", np.asarray(self.attributes["b"], dtype=np.int64), int_type(wd["b"])),
                 ("out_bias", "qc{index}", np.asarray(self.attributes["c"], dtype=np.int64), int_type(wd["c"])),

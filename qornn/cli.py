@@ -28,6 +28,8 @@ TRAIN_OPTIONS = {
     "task": ("task", "name", "copy"), "method": ("model", "method", "ste-bjorck"),
     "hidden": ("model", "hidden_size", 64), "weight_bits": ("model", "weight_bits", 4),
     "output_bits": ("model", "output_bits", None), "activation": ("model", "activation", "modrelu"),
+    "recurrent_bits": ("model", "recurrent_bits", None), "input_weight_bits": ("model", "input_weight_bits", None),
+    "narrow_range": ("model", "narrow_range", False),
     "projunn_rank": ("model", "projunn_rank", 1), "projunn_mode": ("model", "projunn_mode", "D"),
     "penalty": ("model", "penalty", 0.1), "length": ("task", "length", None),
     "pixels_per_step": ("task", "pixels_per_step", None), "steps": ("train", "steps", 1000),
@@ -46,6 +48,10 @@ def add_train(sub):
     p.add_argument("--method", help="ste-bjorck (default), ste-projunn, ste-pen, ptq-projunn, fp")
     p.add_argument("--hidden", type=_positive, help="hidden units (default 64)")
     p.add_argument("--weight-bits", type=_positive, help="bits of W and U, 1..8 (default 4)")
+    p.add_argument("--recurrent-bits", type=_positive, help="bits of W alone (overrides --weight-bits)")
+    p.add_argument("--input-weight-bits", type=_positive, help="bits of U alone (overrides --weight-bits)")
+    p.add_argument("--narrow-range", action="store_true", default=None,
+                   help="symmetric weight codes [-(2^(k-1)-1), 2^(k-1)-1]; 2 bits = ternary {-1, 0, +1}")
     p.add_argument("--output-bits", type=_positive, help="quantize V to this many bits during training")
     p.add_argument("--activation", help="modrelu (default) or relu")
     p.add_argument("--projunn-rank", type=_positive, help="rank k of projUNN updates (default 1)")
@@ -115,7 +121,8 @@ def build_model_and_task(args):
         raise QornnError(f"device {cfg.device!r} is not available here (use --device cpu)")
     model_kw = dict(weight_bits=v("weight_bits"), activation=v("activation"), method=v("method"),
                     output_mode=task.output_mode, output_bits=v("output_bits"), projunn_rank=v("projunn_rank"),
-                    projunn_mode=v("projunn_mode"), penalty=v("penalty"))
+                    projunn_mode=v("projunn_mode"), penalty=v("penalty"), recurrent_bits=v("recurrent_bits"),
+                    input_weight_bits=v("input_weight_bits"), narrow_range=v("narrow_range"))
     check_budget({"hidden_size": v("hidden"), "input_size": task.input_size, "output_size": task.output_size,
                   "output_mode": task.output_mode}, task, cfg)
     torch.manual_seed(cfg.seed)
@@ -184,21 +191,37 @@ def add_export(sub):
     p.add_argument("--act-bits", type=_positive, default=8, help="hidden-state bits, 2..16 (default 8)")
     p.add_argument("--input-bits", type=_positive, default=8, help="input bits, 2..16 (default 8)")
     p.add_argument("--output-bits", type=_positive, default=None, help="bits of V, 1..8 (default: as trained, else 8)")
+    p.add_argument("--target-sqnr", type=float, default=None, metavar="DB",
+                   help="pick the smallest hidden-state width whose SQNR reaches DB (overrides --act-bits)")
     p.add_argument("--out", required=True, help="artifact directory to write")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_export)
 
 
-def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False):
-    """run dir -> artifact dir (with model.onnx); returns (artifact, footprint, calibration)."""
+def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False, target_sqnr=None):
+    """run dir -> artifact dir (with model.onnx); returns (artifact, costs, task, sqnr)."""
+    from qornn.atomic import refuse_overlap
     from qornn.export.artifact import save_artifact
+    from qornn.export.costs import energy_per_step, footprint
     from qornn.export.exporter import export_model
+    from qornn.export.sqnr import hidden_sqnr, smallest_act_bits, weight_sqnr
     from qornn.train.checkpoint import load_run
 
+    refuse_overlap(out, [run], "artifact directory")
     model, task, cfg = load_run(run)
-    art, fp = export_model(model, task, act_bits, input_bits, output_bits, provenance={"run": str(run)})
+
+    def export(bits):
+        return export_model(model, task, bits, input_bits, output_bits, provenance={"run": str(run)})[0]
+
+    if target_sqnr is not None:
+        _, art, h_sqnr = smallest_act_bits(model, task, target_sqnr, export)
+    else:
+        art = export(act_bits)
+        h_sqnr = hidden_sqnr(model, task, art)
+    sqnr = weight_sqnr(model, art) | {"h": h_sqnr}
+    art.provenance["sqnr_db"] = {k: (v if v != float("inf") else "inf") for k, v in sqnr.items()}
     save_artifact(art, out, force=force, extra_files=_extra_files(art))
-    return art, fp, task
+    return art, {"footprint": footprint(art), "energy": energy_per_step(art)}, task, sqnr
 
 
 def _extra_files(art) -> dict:
@@ -210,17 +233,25 @@ def _extra_files(art) -> dict:
 
 
 def cmd_export(args) -> int:
-    art, fp, _ = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits, args.force)
-    cal = art.provenance["calibration"]
+    art, costs, _, sqnr = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits,
+                                     args.force, args.target_sqnr)
+    cal = art.provenance.get("calibration")
+    fp, en = costs["footprint"], costs["energy"]
+    e_w, e_u = art.requant_errors()
     print(f"wrote {args.out}")
-    print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
-          f"({cal['batches']}x{cal['batch_size']} sequences)")
-    print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g}, "
-          f"requant M_W = {art.m_w}, M_U = {art.m_u}, shift = {art.shift}")
-    print(f"  bits        : weights {art.weight_bits}, inputs {art.input_bits}, hidden {art.act_bits}, "
-          f"outputs V {art.output_bits}; widest accumulator {max(art.widths().values())} bits")
-    print(f"  footprint   : {fp['integer_bytes']} B integer vs {fp['float32_bytes']} B float32 "
-          f"({fp['compression']}x smaller, {fp['parameters']} parameters)")
+    if cal:
+        print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
+              f"({cal['batches']}x{cal['batch_size']} sequences)")
+    print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g} ({art.scale_mode})")
+    print(f"  requant     : M_W/2^S_W = {art.m_w}/2^{art.shift_w} (relative error {e_w:.2g}), "
+          f"M_U/2^S_U = {art.m_u}/2^{art.shift_u} (relative error {e_u:.2g})")
+    print(f"  bits        : W {art.recurrent_bits}, U {art.input_weight_bits}, V {art.output_bits}, "
+          f"inputs {art.input_bits}, hidden {art.act_bits}; widest accumulator {max(art.widths().values())} bits")
+    print("  SQNR        : " + ", ".join(f"{k} {v:.1f} dB" for k, v in sqnr.items()))
+    print(f"  footprint   : {fp['integer_bytes']} B raw, {fp['huffman_bytes']} B Huffman-coded, vs "
+          f"{fp['float32_bytes']} B float32 ({fp['compression']}x smaller raw, {fp['parameters']} parameters)")
+    print(f"  energy      : ~{en['integer_pj']:.0f} pJ per step estimated (weights in SRAM) vs ~{en['float32_pj']:.0f} "
+          f"pJ in float32 ({en['ratio']}x; 45 nm operation energies, Horowitz 2014)")
     return 0
 
 
@@ -232,47 +263,18 @@ def add_simulate(sub):
     p.add_argument("--out", required=True, help=".npy file for the integer output codes")
     p.add_argument("--hidden-out", default=None, help="optional .npy file for the integer hidden codes")
     p.add_argument("--real", action="store_true", help="write real values (codes x scale) instead of codes")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_simulate)
 
 
-def load_npy(path):
-    import numpy as np
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise QornnError(f"input file {path} not found") from None
-    except (ValueError, OSError, EOFError) as e:
-        raise QornnError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
-
-
-def save_npy(path, array) -> None:
-    import io
-
-    import numpy as np
-
-    from qornn.atomic import write_bytes_atomic
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    try:
-        write_bytes_atomic(path, buf.getvalue())
-    except OSError as e:
-        raise QornnError(f"cannot write {path}: {e.strerror}") from None
-
-
 def cmd_simulate(args) -> int:
-    from qornn.export.artifact import load_artifact
-    from qornn.export.simulator import simulate
+    """Streams the input in blocks (memory bounded for any length); see qornn.simfiles."""
+    from qornn.simfiles import simulate_files
 
-    art = load_artifact(args.artifact)
-    x = load_npy(args.input)
-    res = simulate(art, x, return_hidden=args.hidden_out is not None)
-    save_npy(args.out, res.output_real if args.real else res.output)
-    if args.hidden_out:
-        save_npy(args.hidden_out, res.hidden_real if args.real else res.hidden)
-    print(f"wrote {args.out}: outputs {res.output.shape} ({'real' if args.real else 'int64 codes'}, "
-          f"scale {res.output_scale:.6g}) for {x.shape[0]} sequences of {x.shape[1]} steps")
+    r = simulate_files(args.artifact, args.input, args.out, args.hidden_out, real=args.real, force=args.force)
+    print(f"wrote {args.out}: outputs {r['output_shape']} ({'real' if args.real else 'int64 codes'}, "
+          f"scale {r['output_scale']:.6g}) for {r['batch']} sequences of {r['time']} steps"
+          + (f"; hidden {'values' if args.real else 'codes'} in {args.hidden_out}" if args.hidden_out else ""))
     return 0
 
 
@@ -281,13 +283,14 @@ def add_demo(sub):
     p = sub.add_parser("demo", help="train, export, simulate and verify a small copy-task QORNN")
     p.add_argument("--out", default="demo-out", help="where the demo writes its files (default demo-out)")
     p.add_argument("--steps", type=_positive, default=None, help="training steps (default: the demo's own)")
+    p.add_argument("--force", action="store_true", help="use --out even if it holds files the demo did not write")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from qornn.demo import run_demo
 
-    return run_demo(args.out, steps=args.steps)
+    return run_demo(args.out, steps=args.steps, force=args.force)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -387,6 +390,32 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# -- sensitivity ---------------------------------------------------------------------------
+def add_sensitivity(sub):
+    p = sub.add_parser("sensitivity", help="metric of the integer model with each tensor at lower widths; "
+                       "a bit allocation under a budget")
+    p.add_argument("run", help="run directory from `qornn train`")
+    p.add_argument("--out", required=True, help="directory for sensitivity.md, sensitivity.png, sensitivity.json")
+    p.add_argument("--act-bits", type=_positive, default=8, help="base hidden-state width (default 8)")
+    p.add_argument("--input-bits", type=_positive, default=8, help="base input width (default 8)")
+    p.add_argument("--output-bits", type=_positive, default=None, help="base width of V (default: as trained, else 8)")
+    p.add_argument("--budget-bits", type=_positive, default=None,
+                   help="recommend W/U/V widths whose weights fit this many bits")
+    p.add_argument("--eval-batches", type=_positive, default=4, help="held-out batches of 128 (0 = whole test split)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_sensitivity)
+
+
+def cmd_sensitivity(args) -> int:
+    from qornn.sensitivity import run_sensitivity
+
+    run_sensitivity(args.run, args.out, args.act_bits, args.input_bits, args.output_bits,
+                    args.eval_batches or None, args.budget_bits, args.force)
+    print((__import__("pathlib").Path(args.out) / "sensitivity.md").read_text().rstrip())
+    print(f"wrote {args.out}/sensitivity.md, sensitivity.png, sensitivity.json")
+    return 0
+
+
 # -- hls -----------------------------------------------------------------------------------
 def add_hls(sub):
     p = sub.add_parser("hls", help="generate the hls4ml firmware project of an artifact (C-sim, synthesis)")
@@ -419,7 +448,7 @@ def cmd_hls(args) -> int:
           f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, max length {o['max_length']})")
     print(f"  core   : hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, outputs {mdl['output_size']}, "
           f"{mdl['activation']}, {mdl['output_mode']}")
-    print(f"  types  : x {t['x']}, h {t['h']}, W/U {t['W,U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
+    print(f"  types  : x {t['x']}, h {t['h']}, W {t['W']}, U {t['U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
           f"pre {t['pre']}, y {t['y']}")
     if args.compile:
         import time
@@ -445,7 +474,11 @@ def add_verify(sub):
     p.add_argument("--onnx", action="store_true", help="run ARTIFACT/model.onnx with onnxruntime")
     p.add_argument("--hls", default=None, metavar="PRJ_DIR", help="hls4ml project directory to C-simulate")
     p.add_argument("--sequences", type=_positive, default=64, help="random input sequences (default 64)")
-    p.add_argument("--length", type=_positive, default=500, help="time steps per sequence (default 500)")
+    p.add_argument("--length", type=_positive, default=None,
+                   help="time steps per sequence (default 500); with --budget the longest length (default 3000)")
+    p.add_argument("--budget", type=_positive, default=None, metavar="N",
+                   help="compare at least N integers per executor, on random, boundary, saturating and extreme "
+                        "sequences of lengths spread from 1 to --length (replaces --sequences)")
     p.add_argument("--seed", type=_positive, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
@@ -456,12 +489,13 @@ def cmd_verify(args) -> int:
     from qornn.verify import format_table, verify
 
     report = verify(args.artifact, onnx=args.onnx, hls_dir=args.hls, sequences=args.sequences,
-                    length=args.length, seed=args.seed)
+                    length=args.length, seed=args.seed, budget=args.budget)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["ok"] else 1
 
 
-COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench, add_hls]
+COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench,
+            add_sensitivity, add_hls]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -469,6 +503,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _get_values(self, action, arg_strings):
+        # argparse drops a lone '--' value (`--hidden=--`) and then returns [] without calling the
+        # option's type: refuse it here, where the value enters, rather than in every command.
+        if action.option_strings and action.nargs in (None, "+") and not [a for a in arg_strings if a != "--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return super()._get_values(action, arg_strings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -483,19 +524,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. Every failure ends as one line on stderr and a non-zero exit: QornnError
+    (the user's input) exit 2, interrupt 130, anything unforeseen exit 3 with its type named
+    (set QORNN_DEBUG=1 for the traceback)."""
+    import os
+
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except QornnError as e:
-        print(f"qornn: error: {e}", file=sys.stderr)
+        print(f"qornn: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qornn: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
-        print(f"qornn: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+    except MemoryError:
+        print("qornn: error: out of memory (the sizes asked for do not fit this machine)", file=sys.stderr)
         return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"qornn: error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        return 2
+    except SystemExit:
+        raise
+    except BaseException as e:  # a bug: still one line, never a traceback (unless asked for)
+        if os.environ.get("QORNN_DEBUG"):
+            raise
+        print(f"qornn: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(please report it; QORNN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

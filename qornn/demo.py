@@ -12,7 +12,27 @@ from pathlib import Path
 DEMO = dict(task="copy", length=50, hidden=64, weight_bits=4, act_bits=8, steps=1500, lr=2e-3, seed=0)
 
 
-def run_demo(out: str = "demo-out", steps: int | None = None) -> int:
+MARKER = ".qornn-demo"   # marks a directory as the demo's own, which a later demo may overwrite
+
+
+def claim_output(out: Path, force: bool) -> None:
+    """The demo replaces its own earlier files, never a user's: a non-empty --out must carry the
+    marker of an earlier demo (or --force)."""
+    from qornn.atomic import check_not_cwd
+    from qornn.errors import QornnError
+
+    check_not_cwd(out)
+    if out.exists():
+        if not out.is_dir():
+            raise QornnError(f"demo output {out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / MARKER).is_file() and not force:
+            raise QornnError(f"{out} holds files the demo did not write; choose another --out "
+                             "(or pass --force to let the demo replace its run/, artifact/ and hls/ there)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `qornn demo`; a later demo may replace this directory's contents\n")
+
+
+def run_demo(out: str = "demo-out", steps: int | None = None, force: bool = False) -> int:
     import torch
 
     from qornn.cli import export_run
@@ -23,6 +43,7 @@ def run_demo(out: str = "demo-out", steps: int | None = None) -> int:
 
     cfg = DEMO | ({"steps": steps} if steps is not None else {})
     out = Path(out)
+    claim_output(out, force)
     run_dir, art_dir = out / "run", out / "artifact"
     t0 = time.time()
     print(f"qornn demo: copy task (length {cfg['length']}, recall 10), hidden {cfg['hidden']}, "
@@ -32,7 +53,8 @@ def run_demo(out: str = "demo-out", steps: int | None = None) -> int:
     model = QORNN(task.input_size, cfg["hidden"], task.output_size, weight_bits=cfg["weight_bits"])
     train(model, task, cfg["steps"], run_dir, lr=cfg["lr"], seed=cfg["seed"], force=True)
     t_train = time.time() - t0
-    art, fp, task = export_run(run_dir, art_dir, cfg["act_bits"], force=True)
+    art, costs, task, _ = export_run(run_dir, art_dir, cfg["act_bits"], force=True)
+    fp = costs["footprint"]
     model.eval()
     rows = [("float model (PyTorch)", evaluate(model, task, quantized=False), ""),
             (f"fake-quantized {cfg['weight_bits']}-bit (PyTorch)", evaluate(model, task), "")]
@@ -88,7 +110,7 @@ def executor_rows(art, art_dir: Path, hls_dir: Path, task) -> list:
             mean.add(task.metrics(torch.from_numpy(got * art.output_scale), y), len(y))
         note = f"yes, {values} of {values} outputs" if equal == values else f"MISMATCH: {values - equal} of {values} differ"
         rows.append((name, mean.result(), note))
-    report = verify(str(art_dir), onnx=True, hls_dir=str(hls_dir), sequences=32, length=task.length, seed=0)
+    report = verify(str(art_dir), onnx=True, hls_dir=str(hls_dir), budget=100_000, seed=0)
     print("\nqornn verify on random and saturating sequences:\n" + format_table(report))
     if not report["ok"]:
         rows.append(("qornn verify", rows[-1][1], "MISMATCH on random/boundary sequences"))

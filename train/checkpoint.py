@@ -28,8 +28,10 @@ MODEL_FIELDS = {
     "weight_bits": (int, True), "activation": (str, False), "method": (str, False),
     "output_mode": (str, False), "output_bits": (int, True), "bjorck_iters": (int, False),
     "power_iters": (int, False), "projunn_rank": (int, False), "projunn_mode": (str, False),
-    "penalty": (float, False),
+    "penalty": (float, False), "recurrent_bits": (int, True), "input_weight_bits": (int, True),
+    "narrow_range": (bool, False),
 }
+OPTIONAL_MODEL_FIELDS = {"recurrent_bits": None, "input_weight_bits": None, "narrow_range": False}  # newer than v1
 
 
 def save_run(model, task, train_cfg: dict, tmp_dir: Path) -> None:
@@ -53,7 +55,9 @@ def model_options(d, where: str) -> dict:
             raise QornnError(f"{where}: unknown model setting {k!r}")
     opts = {}
     for k, (kind, nullable) in MODEL_FIELDS.items():
-        if nullable and d.get(k, 0) is None:
+        if k in OPTIONAL_MODEL_FIELDS and k not in d:
+            opts[k] = OPTIONAL_MODEL_FIELDS[k]
+        elif nullable and d.get(k, 0) is None:
             opts[k] = None
         else:
             opts[k] = field(d, k, kind, where=where, **({"lo": 1, "hi": MAX_SIZE} if k.endswith("_size") else {}))

@@ -37,6 +37,16 @@ def modrelu(z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class QORNN(nn.Module):
+    """A quantized approximately orthogonal RNN: ``h_t = σ(W h_{t-1} + U x_t)``, ``y_t = V h_t + c``.
+
+    `method` picks how W is kept close to orthogonal (``ste-bjorck``, ``ste-projunn``, ``ste-pen``,
+    ``ptq-projunn``, or the full-precision baseline ``fp``); `weight_bits` quantizes W and U
+    (refined per tensor by `recurrent_bits` and `input_weight_bits`; `narrow_range` for symmetric
+    codes), `output_bits` also V. `activation` is ``modrelu`` (learned bias b) or ``relu``;
+    `output_mode` is ``every_step`` or ``last_step``. `bjorck_iters`, `power_iters`,
+    `projunn_rank`, `projunn_mode` and `penalty` configure the methods. An invalid setting raises
+    a one-line QornnError."""
+
     def __init__(
         self,
         input_size: int,
@@ -52,15 +62,25 @@ class QORNN(nn.Module):
         projunn_rank: int = 1,
         projunn_mode: str = "D",
         penalty: float = 0.1,
+        recurrent_bits: int | None = None,
+        input_weight_bits: int | None = None,
+        narrow_range: bool = False,
     ):
         super().__init__()
         for name, value in (("input size", input_size), ("hidden size", hidden_size), ("output size", output_size)):
             if not isinstance(value, int) or value <= 0:
                 raise QornnError(f"{name} must be a positive integer, got {value!r}")
-        if weight_bits is not None:
-            check_bits(weight_bits, "weight bits")
-        if output_bits is not None:
-            check_bits(output_bits, "output bits")
+        for what, bits in (("weight bits", weight_bits), ("recurrent bits", recurrent_bits),
+                           ("input weight bits", input_weight_bits), ("output bits", output_bits)):
+            if bits is not None:
+                check_bits(bits, what)
+        if (recurrent_bits is not None or input_weight_bits is not None) and weight_bits is None:
+            raise QornnError("recurrent / input weight bits refine --weight-bits; give weight bits too")
+        if not isinstance(narrow_range, bool):
+            raise QornnError(f"narrow_range must be true or false, got {narrow_range!r}")
+        for what, v, lo, hi in (("bjorck_iters", bjorck_iters, 0, 100), ("power_iters", power_iters, 1, 100)):
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise QornnError(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
         if activation not in ACTIVATIONS:
             raise QornnError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if output_mode not in OUTPUT_MODES:
@@ -86,10 +106,15 @@ class QORNN(nn.Module):
             weight_bits=weight_bits, activation=activation, method=method, output_mode=output_mode,
             output_bits=output_bits, bjorck_iters=bjorck_iters, power_iters=power_iters,
             projunn_rank=projunn_rank, projunn_mode=projunn_mode, penalty=penalty,
+            recurrent_bits=recurrent_bits, input_weight_bits=input_weight_bits, narrow_range=narrow_range,
         )
         self.projunn_rank, self.projunn_mode, self.penalty = projunn_rank, projunn_mode, penalty
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.weight_bits, self.output_bits = weight_bits, output_bits
+        # W and U bits: --weight-bits for both unless refined per tensor (None: full precision)
+        self.recurrent_bits = recurrent_bits or weight_bits
+        self.input_weight_bits = input_weight_bits or weight_bits
+        self.narrow_range = narrow_range
         self.activation, self.method, self.output_mode = activation, method, output_mode
         self.bjorck_iters, self.power_iters = bjorck_iters, power_iters
 
@@ -143,7 +168,7 @@ class QORNN(nn.Module):
         """STE-pen's soft orthogonality penalty on the quantized recurrent matrix."""
         if self.method != "ste-pen" or self.penalty == 0:
             return None
-        wq = fake_quantize(self.W, self.weight_bits)
+        wq = fake_quantize(self.W, self.recurrent_bits, self.narrow_range)
         eye = torch.eye(self.hidden_size, device=wq.device, dtype=wq.dtype)
         return self.penalty * ((wq.t() @ wq - eye) ** 2).sum()
 
@@ -161,12 +186,11 @@ class QORNN(nn.Module):
 
     def effective_weights(self, quantized: bool = True) -> dict[str, torch.Tensor]:
         """W, U, V as the forward pass uses them (fake-quantized, or float if quantized=False)."""
-        wb = self.weight_bits if quantized else None
-        ob = self.output_bits if quantized else None
+        q = quantized
         return {
-            "W": fake_quantize(self.recurrent_float(), wb),
-            "U": fake_quantize(self.U, wb),
-            "V": fake_quantize(self.V, ob),
+            "W": fake_quantize(self.recurrent_float(), self.recurrent_bits if q else None, self.narrow_range),
+            "U": fake_quantize(self.U, self.input_weight_bits if q else None, self.narrow_range),
+            "V": fake_quantize(self.V, self.output_bits if q else None, self.narrow_range),
         }
 
     # -- forward --------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def read_metrics(path: Path, metric: str) -> list[dict]:
 
 
 def write_report(run_dir) -> list[Path]:
+    """Write training.png, spectrum.png and report.md into a run directory; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
