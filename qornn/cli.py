@@ -23,64 +23,165 @@ def _positive(text: str) -> int:
 
 
 # -- train ---------------------------------------------------------------------------------
+# Options of `qornn train` and where each is kept in a run's plan/config (checked against it on --resume).
+TRAIN_OPTIONS = {
+    "task": ("task", "name", "copy"), "method": ("model", "method", "ste-bjorck"),
+    "hidden": ("model", "hidden_size", 64), "weight_bits": ("model", "weight_bits", 4),
+    "output_bits": ("model", "output_bits", None), "activation": ("model", "activation", "modrelu"),
+    "recurrent_bits": ("model", "recurrent_bits", None), "input_weight_bits": ("model", "input_weight_bits", None),
+    "narrow_range": ("model", "narrow_range", False),
+    "projunn_rank": ("model", "projunn_rank", 1), "projunn_mode": ("model", "projunn_mode", "D"),
+    "penalty": ("model", "penalty", 0.1), "length": ("task", "length", None),
+    "pixels_per_step": ("task", "pixels_per_step", None), "steps": ("train", "steps", 1000),
+    "epochs": ("train", "epochs", None), "batch_size": ("train", "batch_size", 64), "lr": ("train", "lr", 1e-3),
+    "orth_lr": ("train", "orth_lr", None), "optimizer": ("train", "optimizer", "adam"),
+    "lr_schedule": ("train", "lr_schedule", "none"), "lr_decay_every": ("train", "lr_decay_every", 0),
+    "lr_decay": ("train", "lr_decay", 0.1), "clip_grad": ("train", "clip_grad", 1.0),
+    "seed": ("train", "seed", 0), "device": ("train", "device", "cpu"),
+    "checkpoint_every": ("train", "checkpoint_every", 100), "checkpoint_seconds": ("train", "checkpoint_seconds", 60.0),
+}
+
+
 def add_train(sub):
-    p = sub.add_parser("train", help="train a QORNN and write a run directory")
-    p.add_argument("--task", default="copy", help="copy (default), adding, smnist, pmnist, ptb-char")
-    p.add_argument("--method", default="ste-bjorck",
-                   help="ste-bjorck (default), ste-projunn, ste-pen, ptq-projunn, fp")
-    p.add_argument("--hidden", type=_positive, default=64, help="hidden units (default 64)")
-    p.add_argument("--weight-bits", type=_positive, default=4, help="bits of W and U, 1..8 (default 4)")
-    p.add_argument("--recurrent-bits", type=_positive, default=None, help="bits of W alone (overrides --weight-bits)")
-    p.add_argument("--input-weight-bits", type=_positive, default=None, help="bits of U alone (overrides --weight-bits)")
-    p.add_argument("--narrow-range", action="store_true",
+    p = sub.add_parser("train", help="train a QORNN and write a run directory (crash-safe, resumable)")
+    p.add_argument("--task", help="copy (default), adding, smnist, pmnist, ptb-char")
+    p.add_argument("--method", help="ste-bjorck (default), ste-projunn, ste-pen, ptq-projunn, fp")
+    p.add_argument("--hidden", type=_positive, help="hidden units (default 64)")
+    p.add_argument("--weight-bits", type=_positive, help="bits of W and U, 1..8 (default 4)")
+    p.add_argument("--recurrent-bits", type=_positive, help="bits of W alone (overrides --weight-bits)")
+    p.add_argument("--input-weight-bits", type=_positive, help="bits of U alone (overrides --weight-bits)")
+    p.add_argument("--narrow-range", action="store_true", default=None,
                    help="symmetric weight codes [-(2^(k-1)-1), 2^(k-1)-1]; 2 bits = ternary {-1, 0, +1}")
-    p.add_argument("--output-bits", type=_positive, default=None, help="quantize V to this many bits during training")
-    p.add_argument("--activation", default="modrelu", help="modrelu (default) or relu")
-    p.add_argument("--projunn-rank", type=_positive, default=1, help="rank k of projUNN updates (default 1)")
-    p.add_argument("--projunn-mode", default="D", help="projUNN-D (polar, default) or T (tangent)")
-    p.add_argument("--penalty", type=float, default=0.1, help="ste-pen orthogonality penalty weight (default 0.1)")
-    p.add_argument("--length", type=_positive, default=None, help="sequence length (copy, adding, ptb-char)")
-    p.add_argument("--pixels-per-step", type=_positive, default=None, help="(s/p)MNIST pixels per step (default 1)")
-    p.add_argument("--steps", type=_positive, default=1000, help="optimizer steps; 0 writes the initial model")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=_positive, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("--output-bits", type=_positive, help="quantize V to this many bits during training")
+    p.add_argument("--activation", help="modrelu (default) or relu")
+    p.add_argument("--projunn-rank", type=_positive, help="rank k of projUNN updates (default 1)")
+    p.add_argument("--projunn-mode", help="projUNN-D (polar, default) or T (tangent)")
+    p.add_argument("--penalty", type=float, help="ste-pen orthogonality penalty weight (default 0.1)")
+    p.add_argument("--length", type=_positive, help="sequence length (copy: total, i.e. delay T0 + 20; adding, ptb-char)")
+    p.add_argument("--pixels-per-step", type=_positive, help="(s/p)MNIST pixels per step (default 1)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive, help="optimizer steps (default 1000); 0 writes the initial model")
+    budget.add_argument("--epochs", type=_positive, help="passes over a finite training set (smnist, pmnist, "
+                        "ptb-char): ceil(train size / batch size) steps each")
+    p.add_argument("--batch-size", type=_positive, help="(default 64)")
+    p.add_argument("--optimizer", help="adam (default) or rmsprop")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--orth-lr", type=float, help="learning rate of the recurrent matrix W alone (default: --lr; "
+                   "projUNN's references use lr/32)")
+    p.add_argument("--lr-schedule", help="none (default) or step: multiply by --lr-decay every --lr-decay-every")
+    p.add_argument("--lr-decay-every", type=_positive, help="epochs with --epochs, else steps, between decays")
+    p.add_argument("--lr-decay", type=float, help="step-decay factor in [0, 1] (default 0.1)")
+    p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this (default 1.0; 0 = off)")
+    p.add_argument("--seed", type=_positive, help="0 .. 2^64-1 (default 0)")
+    p.add_argument("--device", help="cpu (default) or cuda[:N]")
+    p.add_argument("--checkpoint-every", type=_positive, help="steps between checkpoints (default 100; 0 = time only)")
+    p.add_argument("--checkpoint-seconds", type=float, help="seconds between checkpoints (default 60; 0 = steps only)")
+    p.add_argument("--out", help="run directory to write (built in OUT.partial until training ends)")
+    p.add_argument("--resume", metavar="RUN", help="continue the unfinished training of RUN (all settings come "
+                   "from RUN.partial; other options must agree with them)")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory, or discard an "
+                   "unfinished one and start over")
     p.set_defaults(func=cmd_train)
 
 
+def _as_options(e: QornnError) -> QornnError:
+    """A TrainConfig error about field 'clip_grad' speaks of --clip-grad on the command line."""
+    import re
+
+    return QornnError(re.sub(r"field '(\w+)'", lambda m: "--" + m.group(1).replace("_", "-"), str(e)))
+
+
+def _train_value(args, dest):
+    v = getattr(args, dest)
+    return TRAIN_OPTIONS[dest][2] if v is None else v
+
+
 def build_model_and_task(args):
+    """TrainConfig, task and model of `qornn train`: every value checked before anything is allocated."""
     import torch
 
     from qornn.train import QORNN
+    from qornn.train.config import TrainConfig, resolve_epochs, train_size
     from qornn.train.tasks import make_task
+    from qornn.train.trainer import check_budget
 
-    task = make_task(args.task, length=args.length, pixels_per_step=args.pixels_per_step)
-    if args.hidden <= 0:
-        raise QornnError(f"--hidden must be a positive integer, got {args.hidden}")
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        raise QornnError(f"device {args.device!r} is not available here (use --device cpu)")
-    torch.manual_seed(args.seed)
-    model = QORNN(task.input_size, args.hidden, task.output_size, weight_bits=args.weight_bits,
-                  activation=args.activation, method=args.method, output_mode=task.output_mode,
-                  output_bits=args.output_bits, projunn_rank=args.projunn_rank, projunn_mode=args.projunn_mode,
-                  penalty=args.penalty, recurrent_bits=args.recurrent_bits,
-                  input_weight_bits=args.input_weight_bits, narrow_range=args.narrow_range)
-    return model, task
+    v = lambda dest: _train_value(args, dest)  # noqa: E731
+    try:
+        cfg = TrainConfig(**{dest: v(dest) for dest, (sec, _, _) in TRAIN_OPTIONS.items() if sec == "train"}).validate()
+    except QornnError as e:
+        raise _as_options(e) from None
+    task = make_task(v("task"), length=v("length"), pixels_per_step=v("pixels_per_step"))
+    train_size(task)  # a finite dataset is loaded (and its cache checked) now, before anything is written
+    cfg = resolve_epochs(cfg, task)
+    if cfg.epochs is not None and cfg.lr_schedule == "step":
+        cfg.lr_decay_every *= cfg.steps // cfg.epochs
+    if v("hidden") <= 0:
+        raise QornnError(f"--hidden must be a positive integer, got {v('hidden')}")
+    if cfg.device != "cpu" and not (cfg.device.startswith("cuda") and torch.cuda.is_available()):
+        raise QornnError(f"device {cfg.device!r} is not available here (use --device cpu)")
+    model_kw = dict(weight_bits=v("weight_bits"), activation=v("activation"), method=v("method"),
+                    output_mode=task.output_mode, output_bits=v("output_bits"), projunn_rank=v("projunn_rank"),
+                    projunn_mode=v("projunn_mode"), penalty=v("penalty"), recurrent_bits=v("recurrent_bits"),
+                    input_weight_bits=v("input_weight_bits"), narrow_range=v("narrow_range"))
+    check_budget({"hidden_size": v("hidden"), "input_size": task.input_size, "output_size": task.output_size,
+                  "output_mode": task.output_mode}, task, cfg)
+    torch.manual_seed(cfg.seed)
+    model = QORNN(task.input_size, v("hidden"), task.output_size, **model_kw)
+    return model, task, cfg
 
 
 def cmd_train(args) -> int:
-    from qornn.train.trainer import train
+    from qornn.train.trainer import TrainingInterrupted, resume_run, train
 
-    model, task = build_model_and_task(args)
-    final = train(model, task, args.steps, args.out, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                  force=args.force, device=args.device)
+    try:
+        if args.resume is not None:
+            final, model, task, plan = _resume(args, resume_run)
+            steps, out = plan["train"]["steps"], plan["out"]
+        else:
+            if args.out is None:
+                raise QornnError("--out is required (or --resume RUN to continue an unfinished training)")
+            model, task, cfg = build_model_and_task(args)
+            final = train(model, task, out=args.out, force=args.force, **cfg.to_dict())
+            steps, out = cfg.steps, args.out
+    except TrainingInterrupted as e:
+        print(f"qornn: {e.message}", file=sys.stderr)
+        return 130
     m = task.metric
-    print(f"wrote {args.out}: {m} float {final['float'][m]:.4f}, fake-quantized {final['quantized'][m]:.4f} "
-          f"({task.name}, {args.method}, hidden {args.hidden}, {args.weight_bits}-bit weights, {args.steps} steps)")
+    print(f"wrote {out}: {m} float {final['float'][m]:.4f}, fake-quantized {final['quantized'][m]:.4f} "
+          f"({task.name}, {model.method}, hidden {model.hidden_size}, {model.weight_bits}-bit weights, {steps} steps)")
     return 0
+
+
+def _resume(args, resume_run):
+    """--resume RUN: options given beside it must agree with the saved plan."""
+    from pathlib import Path
+
+    from qornn.jsonio import read_json
+    from qornn.train.resume import PLAN_FILE, partial_dir, run_of
+
+    run = run_of(Path(args.resume))
+    if args.out is not None and Path(args.out) != run:
+        raise QornnError(f"--out {args.out} conflicts with --resume {args.resume} (a run resumes in place)")
+    pdir = partial_dir(run)
+    if not pdir.is_dir():
+        done = (run / "config.json").is_file()
+        raise QornnError(f"{run} {'is already finished' if done else 'has no unfinished training'}: "
+                         f"nothing to resume ({pdir} not found)")
+    if not (pdir / PLAN_FILE).exists():
+        raise QornnError(f"{pdir} was left before its training started (no {PLAN_FILE}): train again with --force")
+    plan = read_json(pdir / PLAN_FILE, "training plan")
+    for dest, (sec, key, _) in TRAIN_OPTIONS.items():
+        given = getattr(args, dest)
+        if given is None or not isinstance(plan, dict) or not isinstance(plan.get(sec), dict):
+            continue
+        saved = plan[sec].get(key)
+        if dest == "lr_decay_every" and plan[sec].get("epochs"):
+            given *= plan[sec]["steps"] // plan[sec]["epochs"]
+        if given != saved:
+            raise QornnError(f"--{dest.replace('_', '-')} {given} conflicts with the saved {key} {saved!r} of {run}; "
+                             "--resume continues with the run's own settings (or train anew with --force)")
+    final, model, task, plan = resume_run(run, force=args.force)
+    return final, model, task, plan | {"out": str(run)}
 
 
 # -- export --------------------------------------------------------------------------------
@@ -227,32 +328,65 @@ def cmd_report(args) -> int:
 def add_bench(sub):
     from qornn.reproduce import ALL_METHODS
 
-    p = sub.add_parser("bench", help="reproduction grid: methods x weight bits, float / fake-quantized / integer")
+    p = sub.add_parser("bench", help="reproduction grid: methods x weight bits x seeds, float / fake-quantized / "
+                       "integer; cells run on Ray and resume after a kill")
     p.add_argument("--task", default="copy")
     p.add_argument("--methods", nargs="+", default=ALL_METHODS)
     p.add_argument("--bits", nargs="+", type=_positive, default=[3, 4, 5, 6, 7, 8])
     p.add_argument("--hidden", type=_positive, default=64)
-    p.add_argument("--steps", type=_positive, default=1000)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive, default=None, help="optimizer steps per cell (default 1000)")
+    budget.add_argument("--epochs", type=_positive, default=None, help="epochs per cell (finite datasets)")
     p.add_argument("--length", type=_positive, default=None)
     p.add_argument("--pixels-per-step", type=_positive, default=None)
     p.add_argument("--act-bits", type=_positive, default=12)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", help="adam (default) or rmsprop")
+    p.add_argument("--orth-lr", type=float, default=None, help="learning rate of W alone (default: --lr)")
+    p.add_argument("--clip-grad", type=float, default=1.0, help="gradient-norm clip (default 1.0; 0 = off)")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--eval-batches", type=_positive, default=4, help="held-out batches of 128 (0 = whole test split)")
-    p.add_argument("--seed", type=_positive, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_positive, default=None, help="one seed (default 0)")
+    seeds.add_argument("--seeds", type=_positive, nargs="+", default=None, help="several seeds: tables show mean ± std")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--ray-address", default=None, help="run the cells on an existing Ray cluster (default: a local "
+                   "in-process Ray)")
+    p.add_argument("--workers", type=_positive, default=None, help="cells at a time on the local Ray (default 2)")
+    p.add_argument("--no-ray", action="store_true", help="run the cells one after another in this process")
     p.add_argument("--out", required=True, help="directory for results.csv, results.md, sweep.png and the runs")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
+    """Exit 0 when every cell succeeded; 1 when some failed (their errors are in results.md)."""
+    from pathlib import Path
+
     from qornn.reproduce import run_grid
 
+    if args.no_ray and (args.ray_address or args.workers):
+        raise QornnError("--no-ray runs in this process: it takes neither --ray-address nor --workers")
     opts = {k: v for k, v in (("length", args.length), ("pixels_per_step", args.pixels_per_step)) if v}
-    run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
-             lr=args.lr, batch_size=args.batch_size, seed=args.seed, task_options=opts,
-             eval_batches=args.eval_batches or None, device=args.device)
-    print((__import__("pathlib").Path(args.out) / "results.md").read_text())
+    try:
+        from qornn.train.config import TrainConfig
+
+        TrainConfig(lr=args.lr, optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad,
+                    batch_size=args.batch_size, device=args.device).validate()
+        for s in args.seeds or [args.seed or 0]:
+            TrainConfig(seed=s).validate()
+    except QornnError as e:
+        raise _as_options(e) from None
+    rows = run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
+                    lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds, task_options=opts,
+                    eval_batches=args.eval_batches or None, device=args.device, use_ray=not args.no_ray,
+                    ray_address=args.ray_address, workers=args.workers, epochs=args.epochs,
+                    optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad)
+    print((Path(args.out) / "results.md").read_text())
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"qornn: error: {len(failed)} of {len(rows)} cells failed (see {Path(args.out) / 'results.md'})",
+              file=sys.stderr)
+        return 1
     return 0
 
 
