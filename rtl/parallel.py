@@ -14,8 +14,9 @@ from .csd import Expr, Netlist, lit
 from .stream import HANDSHAKE_DOC, header, ports
 
 
-def activation(net: Netlist, art, z: Expr, b: int, i: int) -> str:
-    """Verilog of h_i = sigma(z): modReLU sign(z)*clamp(|z|+b, 0, h_max) or ReLU clamp(z, 0, h_max)."""
+def activation(net: Netlist, art, z: Expr, b, i) -> str:
+    """Verilog of hn<i> = sigma(z): modReLU sign(z)*clamp(|z|+b, 0, h_max) or ReLU clamp(z, 0, h_max).
+    `b` is a constant (parallel core) or an Expr (the folded core's per-row bias table)."""
     kh, hmax = art.act_bits, art.h_max
     zn = f"{z.name}[{z.width - 1}]"
     if art.activation == "relu":
@@ -24,12 +25,14 @@ def activation(net: Netlist, art, z: Expr, b: int, i: int) -> str:
             f"wire [{w - 1}:0] zx{i} = {net.ext(z, w)};",
             f"wire [{kh - 1}:0] hn{i} = {zn} ? {kh}'d0 : (zx{i} > {lit(hmax, w)}) ? {lit(hmax, kh)} : zx{i}[{kh - 1}:0];",
         ])
+    blo, bhi = (b, b) if isinstance(b, int) else (b.lo, b.hi)
     mmax = max(-z.lo, z.hi)
-    w = max(signed_bits(min(b, 0), max(mmax + b, 0)), signed_bits(0, mmax), kh + 1)
+    w = max(signed_bits(min(blo, 0), max(mmax + bhi, 0)), signed_bits(0, mmax), kh + 1)
+    bias = lit(b, w) if isinstance(b, int) else net.ext(b, w)
     return "\n".join([
         f"wire [{w - 1}:0] zx{i} = {net.ext(z, w)};",
         f"wire [{w - 1}:0] mag{i} = {zn} ? -zx{i} : zx{i};",
-        f"wire [{w - 1}:0] a{i} = mag{i} + {lit(b, w)};",
+        f"wire [{w - 1}:0] a{i} = mag{i} + {bias};",
         f"wire [{kh - 1}:0] c{i} = a{i}[{w - 1}] ? {kh}'d0 : (a{i} > {lit(hmax, w)}) ? {lit(hmax, kh)} : a{i}[{kh - 1}:0];",
         f"wire [{kh - 1}:0] hn{i} = (zx{i} == {w}'d0) ? {kh}'d0 : {zn} ? -c{i} : c{i};",
     ])

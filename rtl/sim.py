@@ -67,7 +67,7 @@ def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS) ->
     beats[ends - lens, m] |= 1
     beats[ends - 1, m] |= 2
     exe = executable(d)
-    per_step = int(meta["stats"]["cycles_per_step"])
+    per_step = int(meta["stats"].get("max_cycles_per_step", meta["stats"]["cycles_per_step"]))
     pin, pout = stalls
     max_cycles = (total + 8) * (per_step + 4) * 100 // max(1, min(pin, pout)) * 4 + 10_000
     with tempfile.TemporaryDirectory(prefix="qornn-rtl-") as tmp:
