@@ -319,6 +319,8 @@ def add_verify(sub):
     p.add_argument("artifact", help="artifact directory from `qornn export`")
     p.add_argument("--onnx", action="store_true", help="run ARTIFACT/model.onnx with onnxruntime")
     p.add_argument("--hls", default=None, metavar="PRJ_DIR", help="hls4ml project directory to C-simulate")
+    p.add_argument("--rtl", default=None, metavar="RTL_DIR", help="Verilog core directory (qornn rtl) to simulate "
+                   "in Verilator")
     p.add_argument("--sequences", type=_positive, default=64, help="random input sequences (default 64)")
     p.add_argument("--length", type=_positive, default=500, help="time steps per sequence (default 500)")
     p.add_argument("--seed", type=_positive, default=0)
@@ -331,12 +333,49 @@ def cmd_verify(args) -> int:
     from qornn.verify import format_table, verify
 
     report = verify(args.artifact, onnx=args.onnx, hls_dir=args.hls, sequences=args.sequences,
-                    length=args.length, seed=args.seed)
+                    length=args.length, seed=args.seed, rtl_dir=args.rtl)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["ok"] else 1
 
 
-COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench, add_hls]
+# -- rtl -----------------------------------------------------------------------------------
+def add_rtl(sub):
+    p = sub.add_parser("rtl", help="write the Verilog core of an artifact (Verilator test bench; open synthesis)")
+    p.add_argument("artifact", help="artifact directory from `qornn export`")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--arch", default="parallel", help="parallel (default: one step per clock, weights in logic) "
+                   "or folded (P MAC lanes, weights in block RAM)")
+    p.add_argument("--lanes", type=_positive, default=None, help="folded: MAC lanes P (default min(4, hidden))")
+    p.add_argument("--target", default="ice40-up5k", help="ice40-up5k (default), ice40-hx8k, ecp5-25k, ecp5-85k, "
+                   "xilinx (synth_xilinx counts, no place-and-route)")
+    p.add_argument("--synth", action="store_true", help="also run yosys + nextpnr and write report.json / report.md")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_rtl)
+
+
+def cmd_rtl(args) -> int:
+    from qornn.rtl import read_meta, write_rtl
+
+    out = write_rtl(args.artifact, args.out, arch=args.arch, lanes=args.lanes, target=args.target, force=args.force)
+    meta = read_meta(out)
+    mdl, st, o = meta["model"], meta["stats"], meta["options"]
+    arch = o["arch"] + (f", {st['lanes']} lanes + {st['output_lanes']} output lanes" if o["arch"] == "folded" else "")
+    print(f"wrote {out}: {arch} Verilog core, hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, "
+          f"outputs {mdl['output_size']}, {st['cycles_per_step']} clock(s) per step")
+    print(f"  verify    : qornn verify {args.artifact} --rtl {out}")
+    if args.synth:
+        from qornn.rtl.synth import format_report, synthesize
+
+        print(f"  synthesis : yosys + nextpnr for {o['target']} (can take minutes) ...", flush=True)
+        report = synthesize(out)
+        print(format_report(report), end="")
+        if "error" in report:
+            raise QornnError(f"synthesis did not finish: {report['error']}")
+    return 0
+
+
+COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench, add_hls,
+            add_rtl]
 
 
 class _Parser(argparse.ArgumentParser):
