@@ -25,16 +25,19 @@ def activation(net: Netlist, art, z: Expr, b, i) -> str:
             f"wire [{w - 1}:0] zx{i} = {net.ext(z, w)};",
             f"wire [{kh - 1}:0] hn{i} = {zn} ? {kh}'d0 : (zx{i} > {lit(hmax, w)}) ? {lit(hmax, kh)} : zx{i}[{kh - 1}:0];",
         ])
+    # sign(z)*clamp(|z|+b, 0, h_max) = clamp(z+b, 0, h_max) for z > 0 and clamp(z-b, -h_max, 0) for
+    # z < 0: two adders side by side instead of negate -> add -> negate in series (shorter h -> h path)
     blo, bhi = (b, b) if isinstance(b, int) else (b.lo, b.hi)
-    mmax = max(-z.lo, z.hi)
-    w = max(signed_bits(min(blo, 0), max(mmax + bhi, 0)), signed_bits(0, mmax), kh + 1)
+    w = max(signed_bits(min(z.lo + blo, z.lo - bhi), max(z.hi + bhi, z.hi - blo)), kh + 1)
     bias = lit(b, w) if isinstance(b, int) else net.ext(b, w)
+    top = 1 << w
     return "\n".join([
         f"wire [{w - 1}:0] zx{i} = {net.ext(z, w)};",
-        f"wire [{w - 1}:0] mag{i} = {zn} ? -zx{i} : zx{i};",
-        f"wire [{w - 1}:0] a{i} = mag{i} + {bias};",
-        f"wire [{kh - 1}:0] c{i} = a{i}[{w - 1}] ? {kh}'d0 : (a{i} > {lit(hmax, w)}) ? {lit(hmax, kh)} : a{i}[{kh - 1}:0];",
-        f"wire [{kh - 1}:0] hn{i} = (zx{i} == {w}'d0) ? {kh}'d0 : {zn} ? -c{i} : c{i};",
+        f"wire [{w - 1}:0] ap{i} = zx{i} + {bias};",
+        f"wire [{w - 1}:0] an{i} = zx{i} - {bias};",
+        f"wire [{kh - 1}:0] cp{i} = ap{i}[{w - 1}] ? {kh}'d0 : (ap{i} > {lit(hmax, w)}) ? {lit(hmax, kh)} : ap{i}[{kh - 1}:0];",
+        f"wire [{kh - 1}:0] cn{i} = !an{i}[{w - 1}] ? {kh}'d0 : (an{i} < {w}'d{top - hmax}) ? {lit(-hmax, kh)} : an{i}[{kh - 1}:0];",
+        f"wire [{kh - 1}:0] hn{i} = (zx{i} == {w}'d0) ? {kh}'d0 : {zn} ? cn{i} : cp{i};",
     ])
 
 
