@@ -273,9 +273,10 @@ def add_hls(sub):
     p.add_argument("--strategy", default="Latency", help="Latency (default) or Resource (nnet::dense kernels)")
     p.add_argument("--part", default=None, help="FPGA part (default xcvu13p-flga2577-2-e)")
     p.add_argument("--clock-period", type=float, default=5, help="clock period in ns (default 5)")
-    p.add_argument("--max-length", type=_positive, default=1024, help="longest sequence the core takes (default 1024)")
-    p.add_argument("--io-type", default="io_stream", help="io_stream (default: one AXI-stream beat per time step) "
-                   "or io_parallel (whole sequence as one array)")
+    p.add_argument("--max-length", type=_positive, default=1024, help="io_parallel: longest sequence the core takes "
+                   "(default 1024); io_stream has no maximum")
+    p.add_argument("--io-type", default="io_stream", help="io_stream (default: the stream protocol, one beat per "
+                   "time step with start/last flags) or io_parallel (whole sequence as one array)")
     p.add_argument("--compile", action="store_true", help="also compile the C-simulation library (g++)")
     p.add_argument("--build", action="store_true", help="also run HLS synthesis (needs vitis_hls / vivado_hls)")
     p.add_argument("--force", action="store_true", help="replace an existing project directory")
@@ -290,8 +291,10 @@ def cmd_hls(args) -> int:
                         strategy=args.strategy, force=args.force, io_type=args.io_type)
     meta = read_meta(prj)
     o, mdl, t = meta["options"], meta["model"], meta["types"]
+    length = ("stream protocol: one beat per step, no maximum length" if o["io_type"] == "io_stream"
+              else f"max length {o['max_length']}")
     print(f"wrote {prj}: hls4ml {o['backend']} project ({o['io_type']}, {o['strategy']}, reuse factor "
-          f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, max length {o['max_length']})")
+          f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, {length})")
     print(f"  core   : hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, outputs {mdl['output_size']}, "
           f"{mdl['activation']}, {mdl['output_mode']}")
     print(f"  types  : x {t['x']}, h {t['h']}, W {t['W']}, U {t['U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
