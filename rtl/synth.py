@@ -34,13 +34,16 @@ DEVICES = {
     "ice40-up5k": ("synth_ice40 -dsp", "ice40", ["--up5k", "--package", "sg48"],
                    {"LUT": 5280, "DSP": 8, "BRAM": 30}),
     "ice40-hx8k": ("synth_ice40", "ice40", ["--hx8k", "--package", "ct256"], {"LUT": 7680, "DSP": 0, "BRAM": 32}),
-    "ecp5-25k": ("synth_ecp5", "ecp5", ["--25k", "--package", "CABGA256"], {"LUT": 24288, "DSP": 28, "BRAM": 56}),
-    "ecp5-85k": ("synth_ecp5", "ecp5", ["--85k", "--package", "CABGA381"], {"LUT": 83640, "DSP": 156, "BRAM": 208}),
-    "xilinx": ("synth_xilinx -family xc7", None, [], {}),
+    "ecp5-25k": ("synth_lattice -family ecp5", "ecp5", ["--25k", "--package", "CABGA256"], {"LUT": 24288, "DSP": 28, "BRAM": 56}),
+    "ecp5-85k": ("synth_lattice -family ecp5", "ecp5", ["--85k", "--package", "CABGA381"], {"LUT": 83640, "DSP": 156, "BRAM": 208}),
+    "xilinx": ("synth_xilinx -family xc7 -flatten", None, [], {}),
 }
-# yosys's coarse step with alumacc left out (the rest as synth_ice40 / synth_ecp5 run it)
+# yosys's coarse step with alumacc left out (the rest as synth_ice40 / synth_lattice run it);
+# synth_lattice's coarse step also holds proc and flatten, which synth_ice40 runs before it
+PRE_COARSE = {"synth_lattice": ["proc -latches error", "check", "flatten", "tribuf -logic", "deminout"]}
 COARSE = ["opt_expr", "opt_clean", "check", "opt -nodffe -nosdff", "fsm", "opt", "wreduce", "peepopt",
           "opt_clean", "share", "opt_expr", "opt_clean", "memory_dff", "opt", "memory -nomap", "opt_clean"]
+CMP2LUT = "techmap -map +/cmp2lut.v -D LUT_WIDTH=4"   # as synth_ice40 / synth_lattice run it (4-input LUTs)
 FREQ_TARGET_MHZ = 100   # nextpnr timing-driven target; Fmax is what it reaches, met or not
 # cell names -> report column
 CELLS = {
@@ -138,8 +141,9 @@ def synthesize(rtl_dir, target: str | None = None, timeout: float | None = None,
                    "-D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 -D DSP_Y_MINWIDTH=11 -D DSP_NAME=$__MUL16X16",
                    "select a:mul2dsp", "setattr -unset mul2dsp", "opt_expr -fine", "wreduce", "select -clear",
                    "ice40_dsp", "chtype -set $mul t:$__soft_mul"]
-    script += COARSE
-    nxt = {"synth_ice40": "map_ram", "synth_ecp5": "map_memory", "synth_xilinx": "map_memory"}[base]
+    script += PRE_COARSE.get(base, [])
+    script += COARSE[:10] + ([CMP2LUT] if base in ("synth_ice40", "synth_lattice") else []) + COARSE[10:]
+    nxt = {"synth_ice40": "map_ram", "synth_lattice": "map_ram", "synth_xilinx": "map_memory"}[base]
     script.append(f"{base} -top {top} {opts} -run {nxt}:")
     if pnr:
         script.append("write_json netlist.json")
