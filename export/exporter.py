@@ -47,7 +47,7 @@ def export_model(model, task, act_bits: int, input_bits: int = 8, output_bits: i
     check_bits(input_bits, "input bits", 2, 16)
     if model.weight_bits is None:
         raise QornnError("model has full-precision weights; export needs --weight-bits (use a quantized run)")
-    ob = output_bits or model.output_bits or 8
+    ob = output_bits if output_bits is not None else (model.output_bits or 8)
     check_bits(ob, "output bits", 1, 8)
     model.eval()
     for name, p in model.named_parameters():

@@ -181,3 +181,14 @@ def test_synthesis_smoke(tmp_path):
     assert "error" not in r, r
     assert r["LUT"] > 0 and r["FF"] > 0 and r["DSP"] == 0 and r["fits"] and r["routed"] and r["fmax_mhz"] > 0
     assert (d / "report.md").read_text().startswith("| quantity | value |")
+
+
+def test_rtl_out_may_not_overlap_the_artifact(tmp_path, capsys):
+    from qornn.cli import main
+
+    art = random_artifact(np.random.default_rng(8), hidden=2, inputs=1, outputs=1)
+    art_dir = save_artifact(art, tmp_path / "art")
+    assert main(["rtl", str(art_dir), "--out", str(art_dir / "core")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "overlaps the input" in err and "\n" not in err
+    assert not (art_dir / "core").exists()

@@ -90,21 +90,37 @@ def add_export(sub):
     p.add_argument("--act-bits", type=_positive, default=8, help="hidden-state bits, 2..16 (default 8)")
     p.add_argument("--input-bits", type=_positive, default=8, help="input bits, 2..16 (default 8)")
     p.add_argument("--output-bits", type=_positive, default=None, help="bits of V, 1..8 (default: as trained, else 8)")
+    p.add_argument("--target-sqnr", type=float, default=None, metavar="DB",
+                   help="pick the smallest hidden-state width whose SQNR reaches DB (overrides --act-bits)")
     p.add_argument("--out", required=True, help="artifact directory to write")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_export)
 
 
-def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False):
-    """run dir -> artifact dir (with model.onnx); returns (artifact, footprint, calibration)."""
+def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False, target_sqnr=None):
+    """run dir -> artifact dir (with model.onnx); returns (artifact, costs, task, sqnr)."""
+    from qornn.atomic import refuse_overlap
     from qornn.export.artifact import save_artifact
+    from qornn.export.costs import energy_per_step, footprint
     from qornn.export.exporter import export_model
+    from qornn.export.sqnr import hidden_sqnr, smallest_act_bits, weight_sqnr
     from qornn.train.checkpoint import load_run
 
+    refuse_overlap(out, [run], "artifact directory")
     model, task, cfg = load_run(run)
-    art, fp = export_model(model, task, act_bits, input_bits, output_bits, provenance={"run": str(run)})
+
+    def export(bits):
+        return export_model(model, task, bits, input_bits, output_bits, provenance={"run": str(run)})[0]
+
+    if target_sqnr is not None:
+        _, art, h_sqnr = smallest_act_bits(model, task, target_sqnr, export)
+    else:
+        art = export(act_bits)
+        h_sqnr = hidden_sqnr(model, task, art)
+    sqnr = weight_sqnr(model, art) | {"h": h_sqnr}
+    art.provenance["sqnr_db"] = {k: (v if v != float("inf") else "inf") for k, v in sqnr.items()}
     save_artifact(art, out, force=force, extra_files=_extra_files(art))
-    return art, fp, task
+    return art, {"footprint": footprint(art), "energy": energy_per_step(art)}, task, sqnr
 
 
 def _extra_files(art) -> dict:
@@ -116,19 +132,25 @@ def _extra_files(art) -> dict:
 
 
 def cmd_export(args) -> int:
-    art, fp, _ = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits, args.force)
-    cal = art.provenance["calibration"]
-    print(f"wrote {args.out}")
-    print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
-          f"({cal['batches']}x{cal['batch_size']} sequences)")
+    art, costs, _, sqnr = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits,
+                                     args.force, args.target_sqnr)
+    cal = art.provenance.get("calibration")
+    fp, en = costs["footprint"], costs["energy"]
     e_w, e_u = art.requant_errors()
+    print(f"wrote {args.out}")
+    if cal:
+        print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
+              f"({cal['batches']}x{cal['batch_size']} sequences)")
     print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g} ({art.scale_mode})")
     print(f"  requant     : M_W/2^S_W = {art.m_w}/2^{art.shift_w} (relative error {e_w:.2g}), "
           f"M_U/2^S_U = {art.m_u}/2^{art.shift_u} (relative error {e_u:.2g})")
     print(f"  bits        : W {art.recurrent_bits}, U {art.input_weight_bits}, V {art.output_bits}, "
           f"inputs {art.input_bits}, hidden {art.act_bits}; widest accumulator {max(art.widths().values())} bits")
-    print(f"  footprint   : {fp['integer_bytes']} B integer vs {fp['float32_bytes']} B float32 "
-          f"({fp['compression']}x smaller, {fp['parameters']} parameters)")
+    print("  SQNR        : " + ", ".join(f"{k} {v:.1f} dB" for k, v in sqnr.items()))
+    print(f"  footprint   : {fp['integer_bytes']} B raw, {fp['huffman_bytes']} B Huffman-coded, vs "
+          f"{fp['float32_bytes']} B float32 ({fp['compression']}x smaller raw, {fp['parameters']} parameters)")
+    print(f"  energy      : ~{en['integer_pj']:.0f} pJ per step estimated (weights in SRAM) vs ~{en['float32_pj']:.0f} "
+          f"pJ in float32 ({en['ratio']}x; 45 nm operation energies, Horowitz 2014)")
     return 0
 
 
@@ -189,13 +211,14 @@ def add_demo(sub):
     p = sub.add_parser("demo", help="train, export, simulate and verify a small copy-task QORNN")
     p.add_argument("--out", default="demo-out", help="where the demo writes its files (default demo-out)")
     p.add_argument("--steps", type=_positive, default=None, help="training steps (default: the demo's own)")
+    p.add_argument("--force", action="store_true", help="use --out even if it holds files the demo did not write")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from qornn.demo import run_demo
 
-    return run_demo(args.out, steps=args.steps)
+    return run_demo(args.out, steps=args.steps, force=args.force)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -262,6 +285,32 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# -- sensitivity ---------------------------------------------------------------------------
+def add_sensitivity(sub):
+    p = sub.add_parser("sensitivity", help="metric of the integer model with each tensor at lower widths; "
+                       "a bit allocation under a budget")
+    p.add_argument("run", help="run directory from `qornn train`")
+    p.add_argument("--out", required=True, help="directory for sensitivity.md, sensitivity.png, sensitivity.json")
+    p.add_argument("--act-bits", type=_positive, default=8, help="base hidden-state width (default 8)")
+    p.add_argument("--input-bits", type=_positive, default=8, help="base input width (default 8)")
+    p.add_argument("--output-bits", type=_positive, default=None, help="base width of V (default: as trained, else 8)")
+    p.add_argument("--budget-bits", type=_positive, default=None,
+                   help="recommend W/U/V widths whose weights fit this many bits")
+    p.add_argument("--eval-batches", type=_positive, default=4, help="held-out batches of 128 (0 = whole test split)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_sensitivity)
+
+
+def cmd_sensitivity(args) -> int:
+    from qornn.sensitivity import run_sensitivity
+
+    run_sensitivity(args.run, args.out, args.act_bits, args.input_bits, args.output_bits,
+                    args.eval_batches or None, args.budget_bits, args.force)
+    print((__import__("pathlib").Path(args.out) / "sensitivity.md").read_text().rstrip())
+    print(f"wrote {args.out}/sensitivity.md, sensitivity.png, sensitivity.json")
+    return 0
+
+
 # -- hls -----------------------------------------------------------------------------------
 def add_hls(sub):
     p = sub.add_parser("hls", help="generate the hls4ml firmware project of an artifact (C-sim, synthesis)")
@@ -284,8 +333,10 @@ def add_hls(sub):
 
 
 def cmd_hls(args) -> int:
+    from qornn.atomic import refuse_overlap
     from qornn.hls import build_project, compile_project, read_meta, write_project
 
+    refuse_overlap(args.out, [args.artifact], "project directory")
     prj = write_project(args.artifact, args.out, backend=args.backend, reuse_factor=args.reuse_factor,
                         part=args.part, clock_period=args.clock_period, max_length=args.max_length,
                         strategy=args.strategy, force=args.force, io_type=args.io_type)
@@ -357,8 +408,10 @@ def add_rtl(sub):
 
 
 def cmd_rtl(args) -> int:
+    from qornn.atomic import refuse_overlap
     from qornn.rtl import read_meta, write_rtl
 
+    refuse_overlap(args.out, [args.artifact], "RTL directory")
     out = write_rtl(args.artifact, args.out, arch=args.arch, lanes=args.lanes, target=args.target, force=args.force)
     meta = read_meta(out)
     mdl, st, o = meta["model"], meta["stats"], meta["options"]
@@ -377,8 +430,8 @@ def cmd_rtl(args) -> int:
     return 0
 
 
-COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench, add_hls,
-            add_rtl]
+COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench,
+            add_sensitivity, add_hls, add_rtl]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -386,6 +439,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _get_values(self, action, arg_strings):
+        # argparse drops a lone '--' value (`--hidden=--`) and then returns [] without calling the
+        # option's type: refuse it here, where the value enters, rather than in every command.
+        if action.option_strings and action.nargs in (None, "+") and not [a for a in arg_strings if a != "--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return super()._get_values(action, arg_strings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,19 +460,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. Every failure ends as one line on stderr and a non-zero exit: QornnError
+    (the user's input) exit 2, interrupt 130, anything unforeseen exit 3 with its type named
+    (set QORNN_DEBUG=1 for the traceback)."""
+    import os
+
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except QornnError as e:
-        print(f"qornn: error: {e}", file=sys.stderr)
+        print(f"qornn: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qornn: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
-        print(f"qornn: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+    except MemoryError:
+        print("qornn: error: out of memory (the sizes asked for do not fit this machine)", file=sys.stderr)
         return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"qornn: error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        return 2
+    except SystemExit:
+        raise
+    except BaseException as e:  # a bug: still one line, never a traceback (unless asked for)
+        if os.environ.get("QORNN_DEBUG"):
+            raise
+        print(f"qornn: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(please report it; QORNN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

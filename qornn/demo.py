@@ -14,7 +14,27 @@ DEMO = dict(task="copy", length=50, hidden=64, weight_bits=4, act_bits=8, steps=
 DEMO_RTL = dict(arch="folded", lanes=8)
 
 
-def run_demo(out: str = "demo-out", steps: int | None = None) -> int:
+MARKER = ".qornn-demo"   # marks a directory as the demo's own, which a later demo may overwrite
+
+
+def claim_output(out: Path, force: bool) -> None:
+    """The demo replaces its own earlier files, never a user's: a non-empty --out must carry the
+    marker of an earlier demo (or --force)."""
+    from qornn.atomic import check_not_cwd
+    from qornn.errors import QornnError
+
+    check_not_cwd(out)
+    if out.exists():
+        if not out.is_dir():
+            raise QornnError(f"demo output {out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / MARKER).is_file() and not force:
+            raise QornnError(f"{out} holds files the demo did not write; choose another --out "
+                             "(or pass --force to let the demo replace its run/, artifact/, hls/ and rtl/ there)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `qornn demo`; a later demo may replace this directory's contents\n")
+
+
+def run_demo(out: str = "demo-out", steps: int | None = None, force: bool = False) -> int:
     import torch
 
     from qornn.cli import export_run
@@ -25,6 +45,7 @@ def run_demo(out: str = "demo-out", steps: int | None = None) -> int:
 
     cfg = DEMO | ({"steps": steps} if steps is not None else {})
     out = Path(out)
+    claim_output(out, force)
     run_dir, art_dir = out / "run", out / "artifact"
     t0 = time.time()
     print(f"qornn demo: copy task (length {cfg['length']}, recall 10), hidden {cfg['hidden']}, "
@@ -34,7 +55,8 @@ def run_demo(out: str = "demo-out", steps: int | None = None) -> int:
     model = QORNN(task.input_size, cfg["hidden"], task.output_size, weight_bits=cfg["weight_bits"])
     train(model, task, cfg["steps"], run_dir, lr=cfg["lr"], seed=cfg["seed"], force=True)
     t_train = time.time() - t0
-    art, fp, task = export_run(run_dir, art_dir, cfg["act_bits"], force=True)
+    art, costs, task, _ = export_run(run_dir, art_dir, cfg["act_bits"], force=True)
+    fp = costs["footprint"]
     model.eval()
     rows = [("float model (PyTorch)", evaluate(model, task, quantized=False), ""),
             (f"fake-quantized {cfg['weight_bits']}-bit (PyTorch)", evaluate(model, task), "")]

@@ -36,6 +36,16 @@ def modrelu(z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class QORNN(nn.Module):
+    """A quantized approximately orthogonal RNN: ``h_t = σ(W h_{t-1} + U x_t)``, ``y_t = V h_t + c``.
+
+    `method` picks how W is kept close to orthogonal (``ste-bjorck``, ``ste-projunn``, ``ste-pen``,
+    ``ptq-projunn``, or the full-precision baseline ``fp``); `weight_bits` quantizes W and U
+    (refined per tensor by `recurrent_bits` and `input_weight_bits`; `narrow_range` for symmetric
+    codes), `output_bits` also V. `activation` is ``modrelu`` (learned bias b) or ``relu``;
+    `output_mode` is ``every_step`` or ``last_step``. `bjorck_iters`, `power_iters`,
+    `projunn_rank`, `projunn_mode` and `penalty` configure the methods. An invalid setting raises
+    a one-line QornnError."""
+
     def __init__(
         self,
         input_size: int,

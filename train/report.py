@@ -28,6 +28,7 @@ def _save_fig(fig, path: Path) -> None:
 
 
 def write_report(run_dir) -> list[Path]:
+    """Write training.png, spectrum.png and report.md into a run directory; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
