@@ -31,8 +31,8 @@ BITS = (2, 4, 8)
 def cells():
     """The goals' cells first (parallel n=16 4-bit, po2 and not; folded n=64 4-bit), then by size."""
     out = [(16, "parallel", 4, True), (16, "parallel", 4, False), (64, "folded", 4, False)]
-    for n in HIDDEN:
-        for arch in ("folded", "parallel"):
+    for arch in ("folded", "parallel"):      # the folded cores synthesize in minutes, the parallel ones in hours
+        for n in HIDDEN:
             for k in BITS:
                 if (n, arch, k, False) not in out:
                     out.append((n, arch, k, False))
