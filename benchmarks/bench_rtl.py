@@ -138,7 +138,10 @@ def write_docs(csv_path: Path):
     lines += ["", "### The goals, measured", ""] + goals(rows)
     lines += ["", "![LUT and Fmax against hidden size](rtl_sweep.png)", "",
               "Published anchor (hls4ml PR #51, SimpleRNN, 5 steps, Vivado HLS): 378 LUT at II 9 (static), "
-              "1,057 LUT at II 1.", ""]
+              "1,057 LUT at II 1.", "",
+              "Folded cores with 2-bit weights take more LUTs than with 4 bits: a 2-bit x 8-bit product is narrower "
+              "than synth_ice40's DSP threshold (11-bit result), so its lanes multiply in LUTs; from 4 bits on they "
+              "use SB_MAC16s.", ""]
     write_section(HERE.parent / "docs" / "hardware.md", "Measured: open synthesis sweep", "\n".join(lines))
 
 
@@ -193,7 +196,8 @@ def plot(rows, path: Path):
             fp = [(n, float(r["fmax_mhz"])) for n, r in pts if r["fmax_mhz"]]
             if fp:
                 a2.plot(*zip(*fp), mk, label=f"{arch} {k}-bit")
-    for a, t in ((a1, "LUTs"), (a2, "Fmax after routing (MHz)")):
+    fig.suptitle("folded (4 lanes): iCE40 UP5K;  parallel: iCE40 HX8K where it fits, else ECP5-85F", fontsize=9)
+    for a, t in ((a1, "LUTs (LUT4; ECP5: LUT4 + 2 per CCU2C)"), (a2, "Fmax after routing (MHz)")):
         a.set_xscale("log", base=2)
         a.set_xticks(HIDDEN, [str(n) for n in HIDDEN])
         a.set_xlabel("hidden size n")
