@@ -85,14 +85,27 @@ def _tool(name: str) -> str:
 
 
 def _run(cmd, cwd: Path, log: Path, timeout: float | None) -> tuple[int, str, float]:
+    """Run a tool with its output to `log`; on a terminal, a live line shows the time spent."""
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-        out, rc = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as e:
-        out, rc = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""), -9
-    log.write_text(out)
-    return rc, out, time.perf_counter() - t0
+    live = sys.stderr.isatty()
+    name = Path(cmd[0]).name
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        rc = None
+        while rc is None:
+            try:
+                rc = proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                spent = time.perf_counter() - t0
+                if timeout is not None and spent > timeout:
+                    proc.kill()
+                    proc.wait()
+                    rc = -9
+                elif live:
+                    print(f"\r  {name}: {spent:.0f} s", end="", file=sys.stderr, flush=True)
+    if live:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
+    return rc, log.read_text(errors="replace"), time.perf_counter() - t0
 
 
 def _stat(text: str) -> dict:
