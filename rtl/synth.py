@@ -84,13 +84,13 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(cmd, cwd: Path, log: Path, timeout: float | None) -> tuple[int, str, float]:
+def _run(cmd, cwd: Path, log: Path, timeout: float | None, env: dict | None = None) -> tuple[int, str, float]:
     """Run a tool with its output to `log`; on a terminal, a live line shows the time spent."""
     t0 = time.perf_counter()
     live = sys.stderr.isatty()
     name = Path(cmd[0]).name
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
         rc = None
         while rc is None:
             try:

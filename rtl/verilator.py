@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 from qornn.errors import QornnError
@@ -70,9 +70,13 @@ def build(verilog: str, meta: dict, out_dir: Path) -> Path:
            "-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "--top-module", "qornn_core",
            "--Mdir", "obj", "-CFLAGS", f"-I{out_dir}", "-MAKEFLAGS", " ".join(MAKEFLAGS),
            "-o", "harness", "qornn_core.v", "harness.cpp"]
-    proc = subprocess.run(cmd, cwd=out_dir, env=env, capture_output=True, text=True)
+    from .synth import _run   # the tool runner with a live elapsed-time line
+
+    if sys.stderr.isatty():
+        print("  building the Verilator model (cached afterwards; minutes for large cores)", file=sys.stderr)
+    rc, text, _ = _run(cmd, out_dir, out_dir / "build.log", None, env=env)
     exe = out_dir / "obj" / "harness"
-    if proc.returncode != 0 or not exe.is_file():
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "rror" in ln] or proc.stderr.splitlines()
-        raise QornnError(f"Verilator build failed (exit {proc.returncode}): {' | '.join(lines[-3:])[:400]}")
+    if rc != 0 or not exe.is_file():
+        lines = [ln for ln in text.splitlines() if "rror" in ln] or text.splitlines()
+        raise QornnError(f"Verilator build failed (exit {rc}): {' | '.join(lines[-3:])[:400]}")
     return exe
