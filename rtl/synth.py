@@ -202,8 +202,8 @@ def synthesize(rtl_dir, target: str | None = None, timeout: float | None = None,
             report["routed"] = False
             report["error"] = "nextpnr timed out" if rc == -9 else "nextpnr failed: " + " | ".join(
                 ln for ln in text.splitlines() if "ERROR" in ln)[:300]
-            if "Unable to place" in text or "failed to place" in text.lower():
-                report["fits"] = False
+            if any(t in text.lower() for t in ("unable to place", "failed to place", "failed to expand region")):
+                report["fits"] = False   # more logic cells (LUT and flip-flop pairs) than the device has
     _write(d, report)
     return report
 
