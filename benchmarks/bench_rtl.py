@@ -119,7 +119,7 @@ def write_docs(csv_path: Path):
         rows = list(csv.DictReader(f))
     _ecp5_luts(csv_path, rows)
     for r in rows:   # rows written before synth.py read nextpnr's "Failed to expand region" as not fitting
-        if "Failed to expand region" in r["error"]:
+        if "Failed to expand region" in r["error"] or "Unable to find legal placement" in r["error"]:
             r["fits"] = "False"
     if not rows:
         return

@@ -202,7 +202,8 @@ def synthesize(rtl_dir, target: str | None = None, timeout: float | None = None,
             report["routed"] = False
             report["error"] = "nextpnr timed out" if rc == -9 else "nextpnr failed: " + " | ".join(
                 ln for ln in text.splitlines() if "ERROR" in ln)[:300]
-            if any(t in text.lower() for t in ("unable to place", "failed to place", "failed to expand region")):
+            if any(t in text.lower() for t in ("unable to place", "failed to place", "failed to expand region",
+                                            "unable to find legal placement")):
                 report["fits"] = False   # more logic cells (LUT and flip-flop pairs) than the device has
     _write(d, report)
     return report
