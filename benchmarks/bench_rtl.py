@@ -134,7 +134,8 @@ def write_docs(csv_path: Path):
              "| hidden | arch | W/U bits | target | LUT | FF | carry | DSP | BRAM | fits | Fmax MHz | cycles/step | ns/step | steps/s | yosys s | note |",
              "|---:|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in sorted(rows, key=lambda r: (r["arch"], int(r["hidden"]), int(r["bits"]), r["po2"])):
-        note = ("po2 multipliers; " if r["po2"] == "True" else "") + (r["error"] or "")
+        err = (r["error"] or "").replace("|", "/")
+        note = ("po2 multipliers; " if r["po2"] == "True" else "") + (err[:70] + "..." if len(err) > 70 else err)
         lines.append(f"| {r['hidden']} | {r['arch']} | {r['bits']} | {r['target']} | {r['LUT']} | {r['FF']} | "
                      f"{r['carry']} | {r['DSP']} | {r['BRAM']} | {r['fits']} | {r['fmax_mhz']} | {r['cycles_per_step']} | "
                      f"{r['ns_per_step']} | {r['steps_per_s']} | {r['yosys_seconds']} | {note.strip('; ')} |")
@@ -142,6 +143,12 @@ def write_docs(csv_path: Path):
     lines += ["", "![LUT and Fmax against hidden size](rtl_sweep.png)", "",
               "Published anchor (hls4ml PR #51, SimpleRNN, 5 steps, Vivado HLS): 378 LUT at II 9 (static), "
               "1,057 LUT at II 1.", "",
+              "Not measured in this round: the parallel cores from n = 16 with 8-bit weights and from n = 32 on "
+              "(yosys alone took 6-25 minutes per n = 16 cell on this shared 2-core machine; the sweep resumes from "
+              "benchmarks/rtl_sweep/results.csv). The folded n = 128 cores do not fit the UP5K: h and h_next are "
+              "flip-flop arrays (2 x 128 x 8 bits), which with the LUTs need 6,078-6,528 logic cells of its 5,280, and "
+              "8-bit weights need 39 EBR of its 30; keeping h_next in block RAM is the next step. n = 8 with 8-bit "
+              "weights (parallel) did not place on the HX8K.", "",
               "Folded cores with 2-bit weights take more LUTs than with 4 bits: a 2-bit x 8-bit product is narrower "
               "than synth_ice40's DSP threshold (11-bit result), so its lanes multiply in LUTs; from 4 bits on they "
               "use SB_MAC16s.", ""]
