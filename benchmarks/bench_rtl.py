@@ -202,10 +202,11 @@ def plot(rows, path: Path):
                          if r["arch"] == arch and int(r["bits"]) == k and r["po2"] != "True" and r["LUT"])
             if not pts:
                 continue
-            a1.plot([n for n, _ in pts], [int(r["LUT"]) for _, r in pts], mk, label=f"{arch} {k}-bit")
+            color = {2: "tab:blue", 4: "tab:orange", 8: "tab:green"}[k]   # same series, same color in both
+            a1.plot([n for n, _ in pts], [int(r["LUT"]) for _, r in pts], mk, color=color, label=f"{arch} {k}-bit")
             fp = [(n, float(r["fmax_mhz"])) for n, r in pts if r["fmax_mhz"]]
             if fp:
-                a2.plot(*zip(*fp), mk, label=f"{arch} {k}-bit")
+                a2.plot(*zip(*fp), mk, color=color, label=f"{arch} {k}-bit")
     fig.suptitle("folded (4 lanes): iCE40 UP5K;  parallel: iCE40 HX8K where it fits, else ECP5-85F", fontsize=9)
     for a, t in ((a1, "LUTs (LUT4; ECP5: LUT4 + 2 per CCU2C)"), (a2, "Fmax after routing (MHz)")):
         a.set_xscale("log", base=2)
