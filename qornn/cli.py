@@ -427,9 +427,10 @@ def add_hls(sub):
     p.add_argument("--strategy", default="Latency", help="Latency (default) or Resource (nnet::dense kernels)")
     p.add_argument("--part", default=None, help="FPGA part (default xcvu13p-flga2577-2-e)")
     p.add_argument("--clock-period", type=float, default=5, help="clock period in ns (default 5)")
-    p.add_argument("--max-length", type=_positive, default=1024, help="longest sequence the core takes (default 1024)")
-    p.add_argument("--io-type", default="io_stream", help="io_stream (default: one AXI-stream beat per time step) "
-                   "or io_parallel (whole sequence as one array)")
+    p.add_argument("--max-length", type=_positive, default=1024, help="io_parallel: longest sequence the core takes "
+                   "(default 1024); io_stream has no maximum")
+    p.add_argument("--io-type", default="io_stream", help="io_stream (default: the stream protocol, one beat per "
+                   "time step with start/last flags) or io_parallel (whole sequence as one array)")
     p.add_argument("--compile", action="store_true", help="also compile the C-simulation library (g++)")
     p.add_argument("--build", action="store_true", help="also run HLS synthesis (needs vitis_hls / vivado_hls)")
     p.add_argument("--force", action="store_true", help="replace an existing project directory")
@@ -437,15 +438,19 @@ def add_hls(sub):
 
 
 def cmd_hls(args) -> int:
+    from qornn.atomic import refuse_overlap
     from qornn.hls import build_project, compile_project, read_meta, write_project
 
+    refuse_overlap(args.out, [args.artifact], "project directory")
     prj = write_project(args.artifact, args.out, backend=args.backend, reuse_factor=args.reuse_factor,
                         part=args.part, clock_period=args.clock_period, max_length=args.max_length,
                         strategy=args.strategy, force=args.force, io_type=args.io_type)
     meta = read_meta(prj)
     o, mdl, t = meta["options"], meta["model"], meta["types"]
+    length = ("stream protocol: one beat per step, no maximum length" if o["io_type"] == "io_stream"
+              else f"max length {o['max_length']}")
     print(f"wrote {prj}: hls4ml {o['backend']} project ({o['io_type']}, {o['strategy']}, reuse factor "
-          f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, max length {o['max_length']})")
+          f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, {length})")
     print(f"  core   : hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, outputs {mdl['output_size']}, "
           f"{mdl['activation']}, {mdl['output_mode']}")
     print(f"  types  : x {t['x']}, h {t['h']}, W {t['W']}, U {t['U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
@@ -473,6 +478,8 @@ def add_verify(sub):
     p.add_argument("artifact", help="artifact directory from `qornn export`")
     p.add_argument("--onnx", action="store_true", help="run ARTIFACT/model.onnx with onnxruntime")
     p.add_argument("--hls", default=None, metavar="PRJ_DIR", help="hls4ml project directory to C-simulate")
+    p.add_argument("--rtl", default=None, metavar="RTL_DIR", help="Verilog core directory (qornn rtl) to simulate "
+                   "in Verilator")
     p.add_argument("--sequences", type=_positive, default=64, help="random input sequences (default 64)")
     p.add_argument("--length", type=_positive, default=None,
                    help="time steps per sequence (default 500); with --budget the longest length (default 3000)")
@@ -489,13 +496,51 @@ def cmd_verify(args) -> int:
     from qornn.verify import format_table, verify
 
     report = verify(args.artifact, onnx=args.onnx, hls_dir=args.hls, sequences=args.sequences,
-                    length=args.length, seed=args.seed, budget=args.budget)
+                    length=args.length, seed=args.seed, budget=args.budget, rtl_dir=args.rtl)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["ok"] else 1
 
 
+# -- rtl -----------------------------------------------------------------------------------
+def add_rtl(sub):
+    p = sub.add_parser("rtl", help="write the Verilog core of an artifact (Verilator test bench; open synthesis)")
+    p.add_argument("artifact", help="artifact directory from `qornn export`")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--arch", default="parallel", help="parallel (default: one step per clock, weights in logic) "
+                   "or folded (P MAC lanes, weights in block RAM)")
+    p.add_argument("--lanes", type=_positive, default=None, help="folded: MAC lanes P (default min(4, hidden))")
+    p.add_argument("--target", default="ice40-up5k", help="ice40-up5k (default), ice40-hx8k, ecp5-25k, ecp5-85k, "
+                   "xilinx (synth_xilinx counts, no place-and-route)")
+    p.add_argument("--synth", action="store_true", help="also run yosys + nextpnr and write report.json / report.md")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_rtl)
+
+
+def cmd_rtl(args) -> int:
+    from qornn.atomic import refuse_overlap
+    from qornn.rtl import read_meta, write_rtl
+
+    refuse_overlap(args.out, [args.artifact], "RTL directory")
+    out = write_rtl(args.artifact, args.out, arch=args.arch, lanes=args.lanes, target=args.target, force=args.force)
+    meta = read_meta(out)
+    mdl, st, o = meta["model"], meta["stats"], meta["options"]
+    arch = o["arch"] + (f", {st['lanes']} lanes + {st['output_lanes']} output lanes" if o["arch"] == "folded" else "")
+    print(f"wrote {out}: {arch} Verilog core, hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, "
+          f"outputs {mdl['output_size']}, {st['cycles_per_step']} clock(s) per step")
+    print(f"  verify    : qornn verify {args.artifact} --rtl {out}")
+    if args.synth:
+        from qornn.rtl.synth import format_report, synthesize
+
+        print(f"  synthesis : yosys + nextpnr for {o['target']} (can take minutes) ...", flush=True)
+        report = synthesize(out)
+        print(format_report(report), end="")
+        if "error" in report:
+            raise QornnError(f"synthesis did not finish: {report['error']}")
+    return 0
+
+
 COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench,
-            add_sensitivity, add_hls]
+            add_sensitivity, add_hls, add_rtl]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -52,6 +52,15 @@ def _hls_executor(art, prj_dir, x):
     return run_csim(prj_dir, x, art), None
 
 
+def _rtl_executor(art, rtl_dir, x):
+    """Verilator simulation of the Verilog core in RTL_DIR (qornn.rtl): all sequences of the chunk
+    back to back through one model instance, with random valid/ready stalls; checks it was
+    generated from `art`. Returns output and hidden codes (the core's dbg_h port)."""
+    from qornn.rtl.sim import run_rtl
+
+    return run_rtl(rtl_dir, x, art, seed=int(x.shape[0] * 7919 + x.shape[1]))
+
+
 # name -> callable(art, where, x_codes) -> (y_codes, h_codes or None).
 # `where` is the directory the executor reads: the artifact directory for "onnx", the --hls
 # project directory for "hls-csim".
@@ -60,16 +69,18 @@ def _hls_executor(art, prj_dir, x):
 EXECUTORS: dict[str, Executor] = {
     "onnx": _onnx_executor,
     "hls-csim": _hls_executor,
+    "rtl-verilator": _rtl_executor,
 }
 
 
 def max_length_of(name: str, where: str) -> int | None:
-    """The longest sequence an executor takes (None: any). The hls4ml C-simulation is compiled for
-    the project's --max-length."""
+    """The longest sequence an executor takes (None: any). An io_parallel hls4ml project is
+    compiled for its --max-length; io_stream projects and the RTL cores take any length."""
     if name == "hls-csim":
         from qornn.hls.project import read_meta
 
-        return int(read_meta(where)["options"]["max_length"])
+        opts = read_meta(where)["options"]
+        return None if opts.get("io_type") == "io_stream" else int(opts["max_length"])
     return None
 
 
@@ -82,7 +93,7 @@ DEFAULT_BUDGET_LENGTH = 3000
 
 
 def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: int = 64, length: int | None = None,
-           seed: int = 0, budget: int | None = None) -> dict:
+           seed: int = 0, budget: int | None = None, rtl_dir: str | None = None) -> dict:
     """Compare every requested executor with the simulator; returns a report (see `format_table`).
 
     Rows: executor, sequences, steps (sequences x time steps), values (integers compared),
@@ -117,6 +128,10 @@ def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: in
         if not Path(hls_dir).is_dir():
             raise QornnError(f"hls project directory {hls_dir} not found")
         selected.append(("hls-csim", str(hls_dir)))
+    if rtl_dir is not None:
+        if not Path(rtl_dir).is_dir():
+            raise QornnError(f"RTL directory {rtl_dir} not found")
+        selected.append(("rtl-verilator", str(rtl_dir)))
 
     n, m, o = art.hidden_size, art.input_size, art.output_size
     width = max(n, o, m)
@@ -205,7 +220,7 @@ def format_table(report: dict) -> str:
             checked += f" (lengths capped at {report['length_capped_by']}, an executor's maximum)"
     others = [r["executor"] for r in report["rows"] if r["executor"] != "simulator"]
     if not others:
-        verdict = "no executor selected (pass --onnx and/or --hls); the simulator ran alone"
+        verdict = "no executor selected (pass --onnx, --hls and/or --rtl); the simulator ran alone"
     elif report["ok"]:
         verdict = (f"bit-exact: {', '.join(others)} {'equals' if len(others) == 1 else 'equal'} the simulator "
                    "on every integer")
