@@ -4,7 +4,8 @@ Every constant product (W·h, U·x, the requant multipliers M'_W, M'_U, V·h) is
 shifted inputs, so the core needs no multiplier and no DSP. The matrix products W·h, U·x and V·h
 are built by a solver (`rtl/cmvm.py`): `alkaid` (shared subexpressions across rows, each graph
 proven equal to its matrix before use), or `csd` (per-row CSD digit trees, `csd.Netlist.const_dot`);
-`auto` is alkaid with a per-product fallback to csd. The requant multipliers are always CSD. The
+`auto` is alkaid with a per-product fallback to csd (and csd for products above 64 x 64 elements,
+where alkaid's solve time grows steeply). The requant multipliers are always CSD. The
 recurrence h -> h is one combinational path (W·h, requant, activation) closed by the h register;
 y = V·h + c is computed from the h register into the output register one clock later.
 """
@@ -59,11 +60,19 @@ def requant(net: Netlist, art, aw: Expr, au: Expr) -> Expr:
     return net.wire(f"{p.name}[{p.width - 1}:{S}]", lo, hi)
 
 
+# `auto` asks alkaid only up to this many matrix elements: its solve time grows steeply with the
+# size (about 19 s for a 64 x 64 4-bit matrix on one core here); larger products use csd at once.
+# `--solver alkaid` has no limit.
+AUTO_MAX_ELEMENTS = 64 * 64
+
+
 def matrix_products(net: Netlist, K, inputs: list[Expr], solver: str, hard_dc: int, who: str,
                     used: dict) -> list[Expr]:
     """K . inputs as wires of net, by `solver` ('auto', 'alkaid' or 'csd'); records what was used."""
     rows = [[int(v) for v in row] for row in K]
-    if solver in ("auto", "alkaid"):
+    if solver == "auto" and len(rows) * len(inputs) > AUTO_MAX_ELEMENTS:
+        used[who] = f"csd (auto: {len(rows)}x{len(inputs)} is above alkaid's {AUTO_MAX_ELEMENTS}-element limit)"
+    elif solver in ("auto", "alkaid"):
         g = cmvm.Graph([(x.lo, x.hi) for x in inputs])
         try:
             terms = cmvm.product(g, rows, [g.input(j) for j in range(len(inputs))], "alkaid", hard_dc, who)

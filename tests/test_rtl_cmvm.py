@@ -234,3 +234,24 @@ def test_float32_limit_is_refused_not_rounded():
         cmvm.product(g, [[(1 << 24) + 1]], [g.input(0)], "alkaid")
     g, terms = solve([[(1 << 24) + 1]], [(0, 3)], "csd")
     assert evaluate(g, terms, [3]) == [3 * ((1 << 24) + 1)]
+
+
+def test_auto_uses_csd_above_the_size_limit_without_calling_alkaid(monkeypatch):
+    from qornn.rtl import parallel
+    from qornn.testing import random_artifact
+
+    monkeypatch.setattr(parallel, "AUTO_MAX_ELEMENTS", 6 * 6)   # the same rule on a small core
+    art = random_artifact(np.random.default_rng(5), hidden=7, inputs=3, outputs=2, weight_bits=4)
+
+    def no_alkaid(*a, **k):
+        raise AssertionError("alkaid was asked for a product above the limit")
+    real = cmvm.product
+
+    def guarded(g, rows, *a, **k):
+        if len(rows) * len(rows[0]) > 36:
+            no_alkaid()
+        return real(g, rows, *a, **k)
+    monkeypatch.setattr(cmvm, "product", guarded)
+    _, st = parallel.generate(art, solver="auto")
+    assert st["solver"]["W"].startswith("csd (auto: 7x7")
+    assert st["solver"]["U"] == "alkaid" and st["solver"]["V"] == "alkaid"   # 7x3 and 2x7 stay below it
