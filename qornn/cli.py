@@ -48,7 +48,43 @@ def add_train(sub):
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    add_qat_options(p)
     p.set_defaults(func=cmd_train)
+
+
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {v}")
+    return v
+
+
+def add_qat_options(p) -> None:
+    """Integer-aware training (issue 10): hidden-state QAT, scales, rounding. -> QORNN arguments."""
+    g = p.add_argument_group("integer-aware training")
+    g.add_argument("--act-bits", type=_positive, default=None, help="quantize every step's hidden state to "
+                   "this many bits in training (2..16), exactly as the integer loop will; export then uses "
+                   "the trained scales (default: off, calibrate at export)")
+    g.add_argument("--input-bits", type=_positive, default=8, help="input bits with --act-bits (default 8)")
+    g.add_argument("--act-scale", default="lsq", help="hidden scale with --act-bits: lsq (learned, default) "
+                   "or max (tracked running maximum)")
+    g.add_argument("--weight-scale", default="max", help="weight scales: max (max-abs, default), lsq "
+                   "(learned), po2 (powers of two: every requant multiplier 1, the loop only shifts)")
+    g.add_argument("--spectral-scale", action="store_true", help="shrink the scale of q(W) so that "
+                   "sigma_max(q(W)) <= 1 (same codes): a non-expansive quantized recurrence")
+    g.add_argument("--rounding", default="nearest", help="weight rounding in training: nearest (default) "
+                   "or stochastic (unbiased)")
+    g.add_argument("--quant-noise", type=_rate, default=0.0, help="Quant-Noise: quantize only this random "
+                   "fraction of the weights each training step (default 0: all)")
+
+
+def qat_model_kwargs(args) -> dict:
+    return dict(act_bits=args.act_bits, input_bits=args.input_bits, act_scale=args.act_scale,
+                weight_scale=args.weight_scale, spectral_scale=args.spectral_scale, rounding=args.rounding,
+                quant_noise=args.quant_noise)
 
 
 def build_model_and_task(args):
@@ -67,7 +103,8 @@ def build_model_and_task(args):
                   activation=args.activation, method=args.method, output_mode=task.output_mode,
                   output_bits=args.output_bits, projunn_rank=args.projunn_rank, projunn_mode=args.projunn_mode,
                   penalty=args.penalty, recurrent_bits=args.recurrent_bits,
-                  input_weight_bits=args.input_weight_bits, narrow_range=args.narrow_range)
+                  input_weight_bits=args.input_weight_bits, narrow_range=args.narrow_range,
+                  **qat_model_kwargs(args))
     return model, task
 
 
@@ -87,22 +124,31 @@ def cmd_train(args) -> int:
 def add_export(sub):
     p = sub.add_parser("export", help="export a run to an integer artifact (+ ONNX)")
     p.add_argument("run", help="run directory from `qornn train`")
-    p.add_argument("--act-bits", type=_positive, default=8, help="hidden-state bits, 2..16 (default 8)")
-    p.add_argument("--input-bits", type=_positive, default=8, help="input bits, 2..16 (default 8)")
+    p.add_argument("--act-bits", type=_positive, default=None,
+                   help="hidden-state bits, 2..16 (default: as trained with --act-bits, else 8)")
+    p.add_argument("--input-bits", type=_positive, default=None, help="input bits, 2..16 (default: as trained, else 8)")
     p.add_argument("--output-bits", type=_positive, default=None, help="bits of V, 1..8 (default: as trained, else 8)")
+    p.add_argument("--weight-scale", default=None, help="max, lsq or po2 (default: as trained); po2 also makes "
+                   "the calibrated s_x and s_h powers of two")
+    p.add_argument("--spectral-scale", action="store_true", default=None,
+                   help="shrink the scale of q(W) to sigma_max(q(W)) <= 1 (default: as trained)")
+    p.add_argument("--calibrate", action="store_true", help="calibrate the hidden scale post hoc even for a "
+                   "run trained with --act-bits")
     p.add_argument("--out", required=True, help="artifact directory to write")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_export)
 
 
-def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False):
-    """run dir -> artifact dir (with model.onnx); returns (artifact, footprint, calibration)."""
+def export_run(run, out, act_bits=None, input_bits=None, output_bits=None, force=False, weight_scale=None,
+               spectral_scale=None, calibrate=False):
+    """run dir -> artifact dir (with model.onnx); returns (artifact, footprint, task)."""
     from qornn.export.artifact import save_artifact
     from qornn.export.exporter import export_model
     from qornn.train.checkpoint import load_run
 
     model, task, cfg = load_run(run)
-    art, fp = export_model(model, task, act_bits, input_bits, output_bits, provenance={"run": str(run)})
+    art, fp = export_model(model, task, act_bits, input_bits, output_bits, provenance={"run": str(run)},
+                           weight_scale=weight_scale, spectral_scale=spectral_scale, calibrate_hidden=calibrate)
     save_artifact(art, out, force=force, extra_files=_extra_files(art))
     return art, fp, task
 
@@ -116,11 +162,17 @@ def _extra_files(art) -> dict:
 
 
 def cmd_export(args) -> int:
-    art, fp, _ = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits, args.force)
-    cal = art.provenance["calibration"]
+    art, fp, _ = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits, args.force,
+                            args.weight_scale, args.spectral_scale, args.calibrate)
+    cal, how = art.provenance["calibration"], art.provenance["scales"]
     print(f"wrote {args.out}")
-    print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
-          f"({cal['batches']}x{cal['batch_size']} sequences)")
+    if cal is None:
+        print(f"  scales from : training (hidden {how['hidden']}, input {how['input']}); weights {how['weights']}"
+              f"{', spectral' if how['spectral'] else ''}")
+    else:
+        print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
+              f"({cal['batches']}x{cal['batch_size']} sequences); weights {how['weights']}"
+              f"{', spectral' if how['spectral'] else ''}")
     e_w, e_u = art.requant_errors()
     print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g} ({art.scale_mode})")
     print(f"  requant     : M_W/2^S_W = {art.m_w}/2^{art.shift_w} (relative error {e_w:.2g}), "

@@ -1,0 +1,208 @@
+"""Integer-aware training grid (issue 10): fake-quantized vs integer, per training option.
+
+Each cell trains one QORNN with `qornn.train.trainer.train`, exports it with
+`qornn.export.exporter.export_model` (8-bit hidden state) and scores, on the same held-out data:
+
+  fq       the eval-mode PyTorch forward (what training sees: quantized weights, and with hidden-state
+           QAT the quantized hidden state and input too)
+  integer  the exported artifact run by the NumPy integer simulator (the golden model)
+  agree    fraction of held-out sequences on which the two predict the same class at every scored
+           output (pMNIST: the last step; copy: every step)
+
+plus sigma_max of the exported q(W) (codes x s_W, float64 SVD), s_h, the requant multipliers
+M_W / M_U, and seconds. Cell options: method, weight bits, hidden-state QAT (--act-bits 8, LSQ
+hidden scale) or post-hoc calibration, --spectral-scale, --weight-scale max|lsq|po2.
+
+Results go to docs/results/qat/<name>/: results.csv (one row per cell; a cell already there is
+skipped, so a killed grid resumes by running the same command), results.md and gap.png; the run
+directories under runs/qat/ (not committed).
+
+    nice -n 10 .venv/bin/python benchmarks/qat_grid.py --grid pmnist4    # see GRIDS below
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "results" / "qat"
+METHODS = ("ste-bjorck", "ste-projunn")
+SCALES = ("max", "lsq", "po2")
+
+# task settings: the budgets of docs/results.md's existing tables
+TASKS = {
+    "pmnist": dict(task="pmnist", options={}, hidden=64, steps=500, lr=2e-3, eval_batches=4),
+    "copy": dict(task="copy", options={"length": 60}, hidden=64, steps=1000, lr=2e-3, eval_batches=4),
+}
+
+
+def full(bits):  # every combination: qat x spectral x scale
+    return [(m, k, q, sp, sc) for m in METHODS for k in bits for q in (False, True) for sp in (False, True)
+            for sc in SCALES]
+
+
+def best(bits):  # the baseline (today's pipeline, 8-bit hidden state) and the QAT configurations
+    return [(m, k, q, sp, sc) for m in METHODS for k in bits
+            for (q, sp, sc) in ((False, False, "max"), (True, False, "lsq"), (True, True, "lsq"), (True, False, "po2"))]
+
+
+GRIDS = {
+    "pmnist4": ("pmnist", full([4])),
+    "pmnist68": ("pmnist", best([6, 8])),
+    "copy": ("copy", full([4, 5])),
+}
+FIELDS = ["task", "method", "weight_bits", "hidden_qat", "spectral", "weight_scale", "act_bits", "hidden", "steps",
+          "seed", "float", "fq", "integer", "gap", "agree", "sigma_max", "s_h", "m_w", "m_u", "scale_mode", "seconds"]
+
+
+def key(r) -> tuple:
+    return (r["method"], int(r["weight_bits"]), str(r["hidden_qat"]) == "True", str(r["spectral"]) == "True",
+            r["weight_scale"])
+
+
+def run_cell(t: dict, method: str, bits: int, qat: bool, spectral: bool, scale: str, run_dir: Path,
+             seed: int = 0, act_bits: int = 8) -> dict:
+    import numpy as np
+    import torch
+
+    from qornn.export.exporter import export_model
+    from qornn.export.simulator import simulate
+    from qornn.train import QORNN
+    from qornn.train.tasks import eval_data, make_task
+    from qornn.train.trainer import MetricMean, evaluate, train
+
+    task = make_task(t["task"], **t["options"])
+    torch.manual_seed(seed)
+    model = QORNN(task.input_size, t["hidden"], task.output_size, weight_bits=bits, method=method,
+                  output_mode=task.output_mode, act_bits=act_bits if qat else None, weight_scale=scale,
+                  spectral_scale=spectral)
+    t0 = time.time()
+    train(model, task, t["steps"], run_dir, lr=t["lr"], seed=seed, force=True, progress=False)
+    model.cpu().eval()
+    art, _ = export_model(model, task, act_bits=act_bits)
+    fq, integer, agree, n = MetricMean(), MetricMean(), 0, 0
+    with torch.no_grad():
+        for x, y in eval_data(task, t["eval_batches"]):
+            logits = model(x)
+            res = simulate(art, x.numpy().astype(np.float64), return_hidden=False)
+            out = torch.from_numpy(res.output_real)
+            fq.add(task.metrics(logits, y), len(y))
+            integer.add(task.metrics(out, y), len(y))
+            same = logits.argmax(-1) == out.argmax(-1)
+            agree += int(same.reshape(len(y), -1).all(1).sum())
+            n += len(y)
+    m = task.metric
+    w = torch.from_numpy(art.W.astype(np.float64)) * art.w_scale
+    f, i = fq.result()[m], integer.result()[m]
+    return {"task": t["task"], "method": method, "weight_bits": bits, "hidden_qat": qat, "spectral": spectral,
+            "weight_scale": scale, "act_bits": act_bits, "hidden": t["hidden"], "steps": t["steps"], "seed": seed,
+            "float": evaluate(model, task, t["eval_batches"], quantized=False)[m], "fq": f, "integer": i,
+            "gap": i - f, "agree": agree / n, "sigma_max": float(torch.linalg.matrix_norm(w, ord=2)),
+            "s_h": art.hidden_scale, "m_w": art.m_w, "m_u": art.m_u, "scale_mode": art.scale_mode,
+            "seconds": round(time.time() - t0, 1)}
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_all(out: Path, rows: list[dict], title: str) -> None:
+    from qornn.atomic import write_bytes_atomic
+
+    rows = sorted(rows, key=lambda r: (r["method"], int(r["weight_bits"]), str(r["hidden_qat"]), str(r["spectral"]),
+                                       SCALES.index(r["weight_scale"])))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_bytes_atomic(out / "results.csv", buf.getvalue().encode())
+    write_bytes_atomic(out / "results.md", (markdown(rows, title) + "\n").encode())
+    plot(out, rows, title)
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [title, "", "| method | bits | hidden state | q(W) scale | weight scale | fq | integer | gap | "
+             "agree | sigma_max q(W) | M_W, M_U |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        qat = "QAT (LSQ)" if str(r["hidden_qat"]) == "True" else "calibrated"
+        spec = "spectral" if str(r["spectral"]) == "True" else "-"
+        lines.append(f"| {r['method']} | {r['weight_bits']} | {qat} | {spec} | {r['weight_scale']} | "
+                     f"{float(r['fq']):.3f} | **{float(r['integer']):.3f}** | {float(r['gap']):+.3f} | "
+                     f"{float(r['agree']):.3f} | {float(r['sigma_max']):.3f} | {r['m_w']}, {r['m_u']} |")
+    return "\n".join(lines)
+
+
+def plot(out: Path, rows: list[dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.2))
+    labels = []
+    for i, r in enumerate(rows):
+        f, g = float(r["fq"]), float(r["integer"])
+        ax.plot([f, g], [i, i], "-", color="0.7", zorder=1)
+        ax.scatter([f], [i], marker="o", facecolor="none", edgecolor="C0", zorder=2,
+                   label="fake-quantized" if i == 0 else None)
+        ax.scatter([g], [i], marker="x", color="C3", zorder=3, label="integer simulator" if i == 0 else None)
+        labels.append(f"{r['method'].replace('ste-', '')} {r['weight_bits']}b "
+                      f"{'QAT' if str(r['hidden_qat']) == 'True' else 'cal'} "
+                      f"{'spec ' if str(r['spectral']) == 'True' else ''}{r['weight_scale']}")
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("test metric (accuracy)")
+    ax.set_title(title.split("\n")[0][:100], fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(axis="x", alpha=0.3)
+    tmp = out / ".gap.tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(out / "gap.png")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--grid", required=True, choices=sorted(GRIDS))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
+    args = ap.parse_args(argv)
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(args.threads)
+    task_name, cells = GRIDS[args.grid]
+    t = TASKS[task_name]
+    out = OUT / args.grid
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_rows(out / "results.csv")
+    done = {key(r) for r in rows}
+    todo = [c for c in cells if (c[0], c[1], c[2], c[3], c[4]) not in done][: args.limit]
+    opts = " ".join(f"--{k} {v}" for k, v in t["options"].items())
+    title = (f"`{t['task']}` {opts}, hidden {t['hidden']}, {t['steps']} Adam steps (batch 64, lr {t['lr']}, seed 0), "
+             f"8-bit hidden state, {t['eval_batches']} x 128 held-out sequences; "
+             "`benchmarks/qat_grid.py --grid " + args.grid + "`")
+    bar = tqdm(todo, desc=args.grid, dynamic_ncols=True)
+    for method, bits, qat, spectral, scale in bar:
+        bar.set_postfix(cell=f"{method} {bits}b qat={qat} spec={spectral} {scale}")
+        name = f"{method}-w{bits}-{'qat' if qat else 'cal'}-{'spec' if spectral else 'nospec'}-{scale}"
+        row = run_cell(t, method, bits, qat, spectral, scale, ROOT / "runs" / "qat" / args.grid / name)
+        rows.append(row)
+        tqdm.write(f"{name}: fq {row['fq']:.3f} integer {row['integer']:.3f} agree {row['agree']:.3f} "
+                   f"sigma {row['sigma_max']:.3f} ({row['seconds']} s)")
+        write_all(out, rows, title)
+    if rows:
+        write_all(out, rows, title)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Hidden-state and input quantizers of hidden-state QAT (``--act-bits``).
+
+With these the training forward runs the integer loop of docs/spec.md in floating point: inputs
+are rounded to k_x-bit codes of s_x as the exporter's `quantize_input` does (floor(x/s_x + 1/2),
+clamped to +-x_max), and every step's hidden state to k_h-bit codes of s_h inside the recurrence
+kernel (train/recurrence.py `qrecurrence`). The trained s_x and s_h are what `qornn export`
+writes, so nothing is calibrated after training.
+
+The hidden scale is either learned (``act_scale='lsq'``, the default: LSQ gradient, log2
+parameter, train/lsq.py) or tracked (``'max'``: an exponential moving average, momentum 0.1, of
+the batch maximum of the unclamped |a| + b, a = W h + U x, divided by h_max). LSQ can trade
+clipping of rare large states against resolution of the common small ones, which a max cannot:
+that is the trade a long sequence with a growing hidden state needs. The input scale is always
+the running maximum of |x| / x_max: inputs are data of a known range, nothing to learn.
+
+No LSQ+ offset: it shifts the grid by a learned zero point for asymmetric ranges. modReLU is
+symmetric about 0 (sign(z) relu(|z| + b)), so the optimal offset is 0; ReLU's range [0, h_max]
+already starts at the grid's 0, its most frequent value. An offset would also need a zero point
+(and a W-times-offset correction) in the integer semantics, which has none.
+
+The first quantized forward pass initialises the scales from its batch: s_x = max|x| / x_max,
+and s_h from the input drive d = max|U x| (the largest one-step contribution of the input):
+s_h = d / max(1, h_max // 16), i.e. the largest input step is 8 codes of an 8-bit hidden state
+(1 code below 6 bits), leaving the headroom above it for the accumulation over time. Not max|h|
+of the float network, as post-hoc calibration takes: an expansive q(W) makes that grow
+geometrically along a long sequence (pMNIST at 4 bits: ~10^6 after 784 steps at initialisation),
+every early state then rounds to 0, and a network whose hidden codes are all 0 has no gradient
+(the saturating, quantized recurrence itself keeps the trained hidden state bounded).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .lsq import LOG2_STEP, log2_param, lsq_grad_factor, scale_from_log2
+from .quantizers import po2_ceil
+
+ACT_SCALES = ("lsq", "max")
+
+
+class ActQuant(nn.Module):
+    def __init__(self, hidden_size: int, act_bits: int, input_bits: int = 8, mode: str = "lsq",
+                 po2: bool = False, momentum: float = 0.1):
+        super().__init__()
+        self.h_max, self.x_max = 2 ** (act_bits - 1) - 1, 2 ** (input_bits - 1) - 1
+        self.mode, self.po2, self.momentum = mode, po2, momentum
+        self.g = lsq_grad_factor(hidden_size, self.h_max)
+        if mode == "lsq":
+            self.log2_scale = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_buffer("log2_scale", torch.zeros(()))
+        self.register_buffer("x_absmax", torch.zeros(()))
+
+    def hidden_scale(self) -> torch.Tensor:
+        """s_h: 0-dim, learnable under LSQ; a power of two when po2 (nearest for a learned scale,
+        rounded up for a tracked maximum, like the max-abs weight scales: nothing clips)."""
+        if self.mode == "lsq":
+            return scale_from_log2(self.log2_scale, self.g, self.po2)
+        s = torch.exp2(self.log2_scale.detach() * LOG2_STEP)
+        return po2_ceil(s) if self.po2 else s
+
+    def input_scale(self) -> torch.Tensor:
+        s = (self.x_absmax / self.x_max).clamp_min(1e-12)
+        return po2_ceil(s) if self.po2 else s
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x_code s_x, x_code = clamp(floor(x / s_x + 1/2), -x_max, x_max): the spec's input rule."""
+        s = self.input_scale().to(x.dtype)
+        return torch.clamp(torch.floor(x / s + 0.5), -self.x_max, self.x_max) * s
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor, drive: float) -> None:
+        """s_x from max|x|; s_h from the input drive max|U x| (see the module's docstring)."""
+        self.x_absmax.fill_(float(x.abs().max()) or 1.0)
+        self.log2_scale.fill_(log2_param(max(drive, 1e-6) / max(1, self.h_max // 16)))
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor, a_absmax: torch.Tensor | None) -> None:
+        """Training step: the running max of |x|, and the tracked hidden scale's moving average."""
+        self.x_absmax.copy_(torch.maximum(self.x_absmax, x.detach().abs().max()))
+        if self.mode == "max" and a_absmax is not None:
+            s = torch.exp2(self.log2_scale * LOG2_STEP)
+            s = (1 - self.momentum) * s + self.momentum * (a_absmax.to(s.dtype) / self.h_max).clamp_min(1e-12)
+            self.log2_scale.copy_(torch.log2(s) / LOG2_STEP)
