@@ -6,8 +6,9 @@ Each cell trains one QORNN with `qornn.train.trainer.train`, exports it with
   fq       the eval-mode PyTorch forward (what training sees: quantized weights, and with hidden-state
            QAT the quantized hidden state and input too)
   integer  the exported artifact run by the NumPy integer simulator (the golden model)
-  agree    fraction of held-out sequences on which the two predict the same class at every scored
-           output (pMNIST: the last step; copy: every step)
+  agree    fraction of held-out sequences on which the two predict the same class at every output
+           (pMNIST: the last step; copy: every step); with hidden-state QAT the forward's class is
+           taken on the output grid (round(logits / s_y)), so exact ties break alike
 
 plus sigma_max of the exported q(W) (codes x s_W, float64 SVD), s_h, the requant multipliers
 M_W / M_U, and seconds. Cell options: method, weight bits, hidden-state QAT (--act-bits 8, LSQ
@@ -89,11 +90,14 @@ def run_cell(t: dict, method: str, bits: int, qat: bool, spectral: bool, scale: 
     with torch.no_grad():
         for x, y in eval_data(task, t["eval_batches"]):
             logits = model(x)
+            fq.add(task.metrics(logits, y), len(y))
             res = simulate(art, x.numpy().astype(np.float64), return_hidden=False)
             out = torch.from_numpy(res.output_real)
-            fq.add(task.metrics(logits, y), len(y))
             integer.add(task.metrics(out, y), len(y))
-            same = logits.argmax(-1) == out.argmax(-1)
+            if qat:  # the forward's prediction on the output grid: an exact tie of two output codes is
+                # broken the same way (the float logits carry rounding noise below half a code)
+                logits = torch.round(logits.double() / art.output_scale)
+            same = logits.argmax(-1) == torch.from_numpy(res.output).argmax(-1)
             agree += int(same.reshape(len(y), -1).all(1).sum())
             n += len(y)
     m = task.metric

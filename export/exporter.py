@@ -23,8 +23,10 @@ def calibrate(model, task, batches: int = 4, batch_size: int = 64, seed: int = 2
     model.eval()
     rng = np.random.default_rng(seed)
     xmax = hmax = 0.0
+    dtype = model.W.dtype
     for _ in range(batches):
         x, _ = task.batch(batch_size, rng)
+        x = x.to(dtype)
         _, hidden = model(x, return_hidden=True, hidden_quant=False)
         xmax = max(xmax, float(x.abs().max()))
         hmax = max(hmax, float(hidden.abs().max()))
@@ -77,7 +79,7 @@ def export_model(model, task, act_bits: int | None = None, input_bits: int | Non
         if not torch.isfinite(p).all():
             raise QornnError(f"weight '{name}' holds NaN or inf; cannot export")
     if hasattr(model, "scales_ready") and not bool(model.scales_ready):
-        model(task.batch(64, np.random.default_rng(2024))[0])  # an untrained run: initialise its scales
+        model(task.batch(64, np.random.default_rng(2024))[0].to(model.W.dtype))  # untrained: initialise scales
     saved = model.weight_scale, model.spectral_scale
     model.weight_scale, model.spectral_scale = mode, spectral
     try:

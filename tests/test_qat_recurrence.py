@@ -28,7 +28,8 @@ def roundpass(x, fn=torch.round):
 
 
 def reference(ux, W, b, s, h_max, activation):
-    """docs/spec.md's step with float ratios, STE on every rounding, autograd everywhere else."""
+    """docs/spec.md's step in real units (a = h W^T + ux, h = s c): STE on every rounding (the LSQ
+    paper's roundpass), autograd everywhere else; so ds is LSQ's step-size gradient."""
     B, T, n = ux.shape
     h = ux.new_zeros(B, n)
     hs = []
@@ -67,7 +68,7 @@ def make_case(seed, B, T, n, activation, h_max, dyadic):
 def test_forward_equal_and_gradients_match_autograd(activation, h_max, dyadic):
     B, T, n = 6, 40, 9
     ux, W, b, s, leaves = make_case(h_max * 7 + dyadic, B, T, n, activation, h_max, dyadic)
-    got, _ = qrecurrence(ux, W, b, s, h_max, activation)
+    got, _ = qrecurrence(ux / s, W, b, s, h_max, activation)  # the input term in hidden units
     want = reference(ux, W, b, s, h_max, activation)
     assert torch.equal(got, want)
     codes = torch.round(want.detach() / s)
@@ -88,8 +89,8 @@ def test_forward_equal_and_gradients_match_autograd(activation, h_max, dyadic):
 def test_track_gives_the_unclamped_maximum():
     ux, W, b, s, _ = make_case(3, 4, 30, 8, "modrelu", 7, False)
     with torch.no_grad():
-        _, amax = qrecurrence(ux, W, b, s, 7, "modrelu", track=True)
-        H, zero = qrecurrence(ux, W, b, s, 7, "modrelu")
+        _, amax = qrecurrence(ux / s, W, b, s, 7, "modrelu", track=True)
+        H, zero = qrecurrence(ux / s, W, b, s, 7, "modrelu")
         # recompute |a| + b from the quantized states
         prev = torch.cat([torch.zeros_like(H[:, :1]), H[:, :-1]], 1)
         a = prev @ W.t() + ux

@@ -22,7 +22,7 @@ from torch import nn
 
 from qornn.errors import QornnError
 
-from .act_quant import ACT_SCALES, ActQuant
+from .act_quant import ACT_SCALES, ActQuant, on_requant_grid, requant_ratio
 from .bjorck import bjorck, spectral_norm_estimate
 from .lsq import log2_param, lsq_grad_factor, scale_from_log2
 from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize
@@ -242,7 +242,9 @@ class QORNN(nn.Module):
             out[name] = quantize(w, bits, self.narrow_range, mode=self.weight_scale, scale=scale,
                                  stochastic=self.training and self.rounding == "stochastic",
                                  spectral=self.spectral_scale and name == "W",
-                                 noise_rate=self.quant_noise if self.training else 0.0)
+                                 noise_rate=self.quant_noise if self.training else 0.0,
+                                 # r_W = s_W exactly as the integer loop's M_W / 2^S_W
+                                 round_scale=on_requant_grid if self.act is not None and name == "W" else None)
         return out
 
     def effective_weights(self, quantized: bool = True) -> dict[str, torch.Tensor]:
@@ -277,10 +279,15 @@ class QORNN(nn.Module):
         if quantized and hidden_quant and self.act is not None:
             # Hidden-state QAT: the integer loop in floating point, hidden codes of s_h, saturation
             # at h_max, STE/LSQ gradients inside the hand-written BPTT kernel (train/recurrence.py).
-            x = self.act.quantize_input(x)
+            xc, s_x = self.act.quantize_input(x)
             s_h = self.act.hidden_scale()
+            # the input term in hidden units: value (x codes . U codes) M_U / 2^S_U as the integer loop
+            # computes it, gradient that of (x_q U_q^T) / s_h
+            u = (xc * s_x) @ w["U"].t() / s_h
+            r_u = requant_ratio(float(qw["U"][2]) * float(s_x) / float(s_h.detach()))
+            u = (xc @ qw["U"][1].t()) * r_u + (u - u.detach())
             track = self.training and self.act.mode == "max"
-            hidden, a_max = qrecurrence(x @ w["U"].t(), w["W"], self.b, s_h, self.act.h_max, self.activation, track)
+            hidden, a_max = qrecurrence(u, w["W"], self.b, s_h, self.act.h_max, self.activation, track)
             if self.training:
                 self.act.observe(x, a_max if track else None)
             c = on_grid(self.c, (qw["V"][2] * s_h).detach())  # c on the output grid s_V s_h, as exported

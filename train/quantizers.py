@@ -72,7 +72,7 @@ def spectral_scale(codes: torch.Tensor, scale: torch.Tensor, po2: bool = False) 
     on pMNIST). sigma_max is taken in float64 (SVD); the float32 scale is nudged down until the
     product, in float64, is <= 1. With po2 the result is a power of two."""
     sig = float(torch.linalg.matrix_norm(codes.detach().double(), ord=2))
-    cur = float(scale)
+    cur = float(scale.detach())
     if sig * cur <= 1.0 or sig == 0.0:
         return scale
     target = 1.0 / sig
@@ -112,7 +112,7 @@ class _Quantized(torch.autograd.Function):
 
 def quantize(w: torch.Tensor, bits: int | None, narrow: bool = False, *, mode: str = "max",
              scale: torch.Tensor | None = None, stochastic: bool = False, spectral: bool = False,
-             noise_rate: float = 0.0):
+             noise_rate: float = 0.0, round_scale=None):
     """(w_q, codes, s): the fake-quantized tensor (differentiable), its integer codes (float
     tensor) and its scale, with w_q == codes * s exactly. bits=None: (w, None, None).
 
@@ -121,6 +121,7 @@ def quantize(w: torch.Tensor, bits: int | None, narrow: bool = False, *, mode: s
     E[codes] = v inside the range). spectral: shrink the scale so sigma_max(w_q) <= 1.
     noise_rate p: Quant-Noise (Fan et al. 2020): each entry is quantized with probability p and
     left in full precision otherwise (fresh mask each call; codes and s are the full quantization).
+    round_scale(s, down): a last adjustment of the scale (the requant grid of hidden-state QAT).
     Gradients: max/po2: identity (the paper's STE); lsq: the LSQ rule, 1[inside] for w and
     round(v) - v inside / the clipped code outside for s."""
     if bits is None:
@@ -155,6 +156,8 @@ def quantize(w: torch.Tensor, bits: int | None, narrow: bool = False, *, mode: s
         codes = torch.clamp(rounded, lo, hi)
         inside = (v >= lo) & (v <= hi)
     s_eff = spectral_scale(codes, s, po2=mode == "po2") if spectral else s
+    if round_scale is not None:
+        s_eff = round_scale(s_eff, spectral)
     kappa = (s_eff / s).detach() if spectral else None
     if lsq:
         r = codes if v is None else torch.where(inside, codes - v, codes)

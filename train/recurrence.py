@@ -163,19 +163,19 @@ def recurrence(ux: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None,
 
 
 # -- the quantized-hidden-state recurrence (hidden-state QAT) ------------------------------------
-def _q_forward_loop(ux: torch.Tensor, W: torch.Tensor, bc: torch.Tensor | None, s: float, h_max: int):
-    """Hidden codes C (T+1, B, n; C[0] = 0) and pre-activations Z (T, B, n) in units of s, plus 1/2.
+def _q_forward_loop(u: torch.Tensor, W: torch.Tensor, bc: torch.Tensor | None, h_max: int):
+    """Hidden codes C (T+1, B, n; C[0] = 0) and pre-activations Z (T, B, n) in hidden units, plus 1/2.
 
-    Per step, exactly docs/spec.md's step with the float ratios in place of M/2^S:
-        Z_t = C_{t-1} W^T + ux_t / s + 1/2          (W real: its codes times s_W, so C W^T = r_W aW)
+    Per step, docs/spec.md's step:
+        Z_t = C_{t-1} W^T + u_t + 1/2               (W: codes times r_W; u: U x in units of s_h)
         z_t = floor(Z_t)                            round half up
         C_t = sign(z_t) clamp(|z_t| + bc, 0, h_max)  (ReLU: clamp(z_t, 0, h_max))
     One addmm and five in-place elementwise operations a step, as many as the float loop."""
-    B, T, n = ux.shape
-    C = _aligned_steps(ux, T + 1, B, n)
+    B, T, n = u.shape
+    C = _aligned_steps(u, T + 1, B, n)
     C[0].zero_()
-    Z = _aligned_steps(ux, T, B, n)
-    U = ux.transpose(0, 1) / s + 0.5  # (T, B, n), one vectorised op for all steps
+    Z = _aligned_steps(u, T, B, n)
+    U = u.transpose(0, 1) + 0.5  # (T, B, n), one vectorised op for all steps
     Wt = W.t()
     cs, zs, us = C.unbind(0), Z.unbind(0), U.unbind(0)
     addmm, floor = torch.addmm, torch.floor
@@ -184,7 +184,7 @@ def _q_forward_loop(ux: torch.Tensor, W: torch.Tensor, bc: torch.Tensor | None, 
             addmm(us[t], cs[t], Wt, out=zs[t])
             floor(zs[t], out=cs[t + 1]).clamp_(0, h_max)
     else:
-        sg = ux.new_empty(B, n)
+        sg = u.new_empty(B, n)
         sign = torch.sign
         for t in range(T):
             addmm(us[t], cs[t], Wt, out=zs[t])
@@ -194,45 +194,44 @@ def _q_forward_loop(ux: torch.Tensor, W: torch.Tensor, bc: torch.Tensor | None, 
     return C, Z
 
 
-def _q_regions(Z: torch.Tensor, bc: torch.Tensor | None, h_max: int):
-    """Integer pre-activation z, its sign, and the masks of the linear and the saturated region.
+def _q_linear(Z: torch.Tensor, bc: torch.Tensor | None, h_max: int):
+    """Mask of the activation's linear region and sign(z), from the saved Z (z = floor(Z)).
 
-    The activation's derivative is taken at the integer it acts on (round is straight-through):
+    The derivative is taken at the integer the activation acts on (round is straight-through):
     modReLU c = sign(z) min(relu(|z| + bc), h_max) is linear where z != 0 and 0 < |z| + bc <= h_max,
-    saturated where z != 0 and |z| + bc > h_max, zero elsewhere (autograd's conventions for relu
-    at 0 and for clamp at its bound). ReLU: linear on 0 < z <= h_max, saturated above."""
+    constant elsewhere (autograd's conventions for relu at 0 and for clamp at its bound). ReLU:
+    linear on 0 < z <= h_max."""
     z = torch.floor(Z)
     if bc is None:
-        return z, None, (z > 0) & (z <= h_max), z > h_max
+        return ((z > 0) & (z <= h_max)).to(Z.dtype), None
     sg = torch.sign(z)
-    t = z.abs().add_(bc)
-    nz = sg != 0
-    return z, sg, nz & (t > 0) & (t <= h_max), nz & (t > h_max)
+    t = z.abs_().add_(bc)
+    return ((sg != 0) & (t > 0) & (t <= h_max)).to(Z.dtype), sg
 
 
 class _QRecurrence(torch.autograd.Function):
-    """h_t = s C_t with C_t the spec's integer step (above); straight-through gradients, LSQ for s.
+    """H = s C with C the integer hidden codes of the spec's step; straight-through gradients.
 
-    With a_t = h_{t-1} W^T + ux_t the real pre-activation and v_t = a_t / s:
-      dh_t/da_t = 1 on the linear region, 0 elsewhere             (STE through round)
-      dh_t/db   = sign(z_t) on the linear region                  (b enters as round(b/s), STE)
-      dh_t/ds   = (z_t - v_t) + sign(z_t) (bc - b/s)   linear     (LSQ, Esser et al. 2020:
-                = sign(z_t) h_max                      saturated   round(v) - v inside the range,
-                = 0                                    zero        the bound where clipped)
-    The backward loop is the float kernel's (one addmm and one multiply a step), keeping dL/dh_t
-    before the mask (G) so that dL/ds = sum G * dh/ds is one vectorised product after the loop.
+    In hidden units (v_t = C_{t-1} W^T + u_t, C_t = act(round(v_t), round(b/s)), H_t = s C_t), with
+    m_t the linear-region mask:
+      dL/dC_t = s dL/dH_t + dL/dv_{t+1} W          dL/dv_t = m_t dL/dC_t        dL/du = dL/dv
+      dL/dW = sum_t dv_t^T C_{t-1}                 dL/db = sum m sign(z) dL/dC / s
+      dL/ds = <dL/dH, C> - <dL/db, b> / s          (h = s C directly, and b enters as round(b/s))
+    With u = U x / s computed by the caller (autograd), this is LSQ's gradient for s (Esser et al.
+    2020): round(v) - v + sign(z) (round(b/s) - b/s) on the linear region, sign(z) h_max where
+    saturated, 0 where the state is 0 (tests/test_qat_recurrence.py checks it against the paper's
+    round-pass formulation). The backward loop is the float kernel's: one addmm and one multiply.
     """
 
     @staticmethod
-    def forward(ctx, ux, W, b, s, h_max, track):
+    def forward(ctx, u, W, b, s, h_max, track):
         sv = float(s)
         with torch.no_grad():
             bc = torch.round(b / sv) if b is not None else None
-            C, Z = _q_forward_loop(ux, W, bc, sv, h_max)
+            C, Z = _q_forward_loop(u, W, bc, h_max)
             H = C[1:] * sv
-            # max over the batch of the unclamped |h| = |a| + b (for a tracked, running-max scale)
-            amax = ux.new_zeros(())
-            if track:
+            amax = u.new_zeros(())
+            if track:  # max over the batch of the unclamped |h| = |a| + b, a = s v (running-max scale)
                 amax = ((Z - 0.5).abs_().mul_(sv).add_(b) if b is not None else (Z - 0.5).mul_(sv)).max()
         ctx.save_for_backward(C, Z, W, b, s)
         ctx.h_max = h_max
@@ -243,54 +242,47 @@ class _QRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dH, _damax):
         C, Z, W, b, s = ctx.saved_tensors
-        sv, h_max = float(s), ctx.h_max
+        sv = float(s)
         T, B, n = Z.shape
         bc = torch.round(b / sv) if b is not None else None
-        z, sg, lin, sat = _q_regions(Z, bc, h_max)
-        mask = lin.to(Z.dtype)
-        G = torch.empty_like(Z)
-        dZ = torch.empty_like(Z)
-        gs, ds, ms, hs = G.unbind(0), dZ.unbind(0), mask.unbind(0), dH.unbind(1)
-        G[T - 1].copy_(hs[T - 1])
-        torch.mul(gs[T - 1], ms[T - 1], out=ds[T - 1])
-        addmm, mul = torch.addmm, torch.mul
+        mask, sg = _q_linear(Z, bc, ctx.h_max)
+        dV = dH.transpose(0, 1) * sv  # s dL/dH, time-major; the loop turns it into dL/dv in place
+        ds_, ms = dV.unbind(0), mask.unbind(0)
+        ds_[T - 1].mul_(ms[T - 1])
+        addmm = torch.addmm
         for t in range(T - 2, -1, -1):
-            addmm(hs[t], ds[t + 1], W, out=gs[t])  # dL/dh_t = dH_t + dz_{t+1} W
-            mul(gs[t], ms[t], out=ds[t])          # dL/da_t
-        dux = dZ.transpose(0, 1) if ctx.needs_input_grad[0] else None
-        dW = None
-        if ctx.needs_input_grad[1]:
-            dW = (dZ.reshape(T * B, n).t() @ C[:-1].reshape(T * B, n)).mul_(sv)  # sum_t dz_t^T h_{t-1}
-        db = None
-        if b is not None and ctx.needs_input_grad[2]:
-            db = (dZ * sg).sum((0, 1))
-        dsc = None
+            d = ds_[t]
+            addmm(d, ds_[t + 1], W, out=d)  # dL/dC_t = s dH_t + dv_{t+1} W
+            d.mul_(ms[t])                   # dL/dv_t
+        du = dV.transpose(0, 1) if ctx.needs_input_grad[0] else None
+        dW = dV.reshape(T * B, n).t() @ C[:-1].reshape(T * B, n) if ctx.needs_input_grad[1] else None
+        db = dsc = None
+        if b is not None and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3]):
+            db = torch.mul(dV, sg, out=mask).sum((0, 1)).div_(sv)
         if ctx.needs_input_grad[3]:
-            D = z.sub_(Z).add_(0.5)                  # round(v) - v  (z = floor(v + 1/2))
+            g = (dH.transpose(0, 1) * C[1:]).sum()
             if b is not None:
-                D.addcmul_(sg, bc - b / sv)          # + sign(z) (bc - b/s)
-            D.mul_(mask)
-            D.add_(sat.to(Z.dtype) * (sg if sg is not None else 1.0), alpha=h_max)
-            dsc = (G * D).sum().reshape(s.shape).to(s.dtype)
-        return dux, dW, db, dsc, None, None
+                g = g - (db * b).sum() / sv
+            dsc = g.reshape(s.shape).to(s.dtype)
+        return du, dW, db if ctx.needs_input_grad[2] else None, dsc, None, None
 
 
-def qrecurrence(ux: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, s: torch.Tensor, h_max: int,
+def qrecurrence(u: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, s: torch.Tensor, h_max: int,
                 activation: str = "modrelu", track: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states H (B, T, n) of the quantized recurrence, H = s * (integer hidden codes), and,
     if `track`, max |a| + b over the batch (else 0; not differentiable; for a running-max scale).
 
-    The step is docs/spec.md's with the float ratios r_W = s_W, r_U = s_U s_x / s in place of
-    their 16-bit approximations M/2^S: pass W = its codes times s_W and ux = (input codes s_x)
-    U_q^T, and the codes C = H / s are the integer loop's whenever those ratios are exact (power-
-    of-two scales) and the float sums are (the spec's `pre` bound below 2^24 in float32, 2^53 in
-    float64). s: 0-dim positive tensor (the hidden scale, learnable: LSQ gradient); h_max:
-    2^(k_h - 1) - 1. Differentiable in ux, W, b, s."""
+    u: (B, T, n) the input term in hidden units (U x / s); W: (n, n) the recurrent term's matrix in
+    hidden units, i.e. its codes times r_W = s_W; b: (n,) the modReLU bias in real units (used as
+    round(b / s)); s: 0-dim positive tensor, the hidden scale (learnable); h_max: 2^(k_h - 1) - 1.
+    The codes H / s are docs/spec.md's integers whenever W and u hold the integer loop's ratios
+    (M/2^S) and the float sums are exact (float64: the spec's `pre` bound below 2^53; float32 needs
+    power-of-two scales and `pre` below 2^23). Differentiable in u, W, b, s."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-    if ux.dim() != 3 or ux.shape[1] == 0:
-        raise ValueError(f"ux must be (batch, time >= 1, hidden), got shape {tuple(ux.shape)}")
-    n = ux.shape[2]
+    if u.dim() != 3 or u.shape[1] == 0:
+        raise ValueError(f"u must be (batch, time >= 1, hidden), got shape {tuple(u.shape)}")
+    n = u.shape[2]
     if W.shape != (n, n):
         raise ValueError(f"W must be ({n}, {n}), got {tuple(W.shape)}")
     if (activation == "modrelu") != (b is not None) or (b is not None and b.shape != (n,)):
@@ -300,6 +292,6 @@ def qrecurrence(ux: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, s: to
     if not isinstance(h_max, int) or h_max < 1:
         raise ValueError(f"h_max must be a positive integer, got {h_max!r}")
     for name, x in (("W", W), ("b", b), ("s", s)):
-        if x is not None and (x.dtype != ux.dtype or x.device != ux.device):
-            raise ValueError(f"{name} is {x.dtype} on {x.device}, ux is {ux.dtype} on {ux.device}")
-    return _QRecurrence.apply(ux, W, b, s, h_max, bool(track))
+        if x is not None and (x.dtype != u.dtype or x.device != u.device):
+            raise ValueError(f"{name} is {x.dtype} on {x.device}, u is {u.dtype} on {u.device}")
+    return _QRecurrence.apply(u, W, b, s, h_max, bool(track))
