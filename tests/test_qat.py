@@ -338,6 +338,7 @@ def test_tracked_hidden_scale_follows_the_running_maximum():
 @pytest.mark.parametrize("kw, msg", [
     (dict(act_bits=8, method="fp"), "needs a QAT method"),
     (dict(act_bits=1), "activation bits"),
+    (dict(act_bits=2), "act bits >= 3"),
     (dict(act_bits=8, input_bits=20), "input bits"),
     (dict(act_scale="ema"), "unknown act scale"),
     (dict(weight_scale="log"), "unknown weight scale"),

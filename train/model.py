@@ -25,7 +25,7 @@ from qornn.errors import QornnError
 from .act_quant import ACT_SCALES, ActQuant, on_requant_grid, requant_ratio
 from .bjorck import bjorck, spectral_norm_estimate
 from .lsq import log2_param, lsq_grad_factor, scale_from_log2
-from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize
+from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize, value_of
 from .recurrence import qrecurrence, recurrence
 
 ACTIVATIONS = ("modrelu", "relu")
@@ -105,6 +105,10 @@ class QORNN(nn.Module):
         # integer-aware training (hidden-state QAT, scales, rounding)
         if act_bits is not None:
             check_bits(act_bits, "activation bits", 2, 16)
+            if act_bits < 3:
+                raise QornnError("hidden-state QAT needs act bits >= 3: a 2-bit hidden state (codes -1, 0, 1) is "
+                                 "always 0 or at the clip, where the straight-through gradient is 0 "
+                                 "(2-bit hidden states can be exported post hoc)")
             check_bits(input_bits, "input bits", 2, 16)
             if not method.startswith("ste-"):
                 raise QornnError(f"hidden-state QAT (act bits) needs a QAT method (ste-*), not {method}: "
@@ -281,11 +285,12 @@ class QORNN(nn.Module):
             # at h_max, STE/LSQ gradients inside the hand-written BPTT kernel (train/recurrence.py).
             xc, s_x = self.act.quantize_input(x)
             s_h = self.act.hidden_scale()
-            # the input term in hidden units: value (x codes . U codes) M_U / 2^S_U as the integer loop
-            # computes it, gradient that of (x_q U_q^T) / s_h
-            u = (xc * s_x) @ w["U"].t() / s_h
+            # the input term in hidden units: value x_codes U_codes^T M_U / 2^S_U as the integer loop
+            # computes it, gradient that of x_q U_q^T / s_h (U's STE, LSQ for s_h)
             r_u = requant_ratio(float(qw["U"][2]) * float(s_x) / float(s_h.detach()))
-            u = (xc @ qw["U"][1].t()) * r_u + (u - u.detach())
+            with torch.no_grad():
+                exact = xc @ (qw["U"][1] * r_u).t()
+            u = value_of(exact, xc @ (w["U"] * (s_x / s_h)).t())
             track = self.training and self.act.mode == "max"
             hidden, a_max = qrecurrence(u, w["W"], self.b, s_h, self.act.h_max, self.activation, track)
             if self.training:

@@ -163,64 +163,58 @@ def recurrence(ux: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None,
 
 
 # -- the quantized-hidden-state recurrence (hidden-state QAT) ------------------------------------
-def _q_forward_loop(u: torch.Tensor, W: torch.Tensor, bc: torch.Tensor | None, h_max: int):
-    """Hidden codes C (T+1, B, n; C[0] = 0) and pre-activations Z (T, B, n) in hidden units, plus 1/2.
+def _q_forward_loop(u: torch.Tensor, W: torch.Tensor, bc: torch.Tensor | None, h_max: int, track: bool):
+    """Hidden codes C (T+1, B, n; C[0] = 0) and, if `track`, max_t,b,n |v| (v below).
 
-    Per step, docs/spec.md's step:
-        Z_t = C_{t-1} W^T + u_t + 1/2               (W: codes times r_W; u: U x in units of s_h)
-        z_t = floor(Z_t)                            round half up
+    Per step, docs/spec.md's step, written in place into C[t] as the float loop does:
+        v_t = C_{t-1} W^T + u_t                     (W: codes times r_W; u: U x in units of s_h)
+        z_t = floor(v_t + 1/2)                      round half up (the 1/2 is folded into u)
         C_t = sign(z_t) clamp(|z_t| + bc, 0, h_max)  (ReLU: clamp(z_t, 0, h_max))
     One addmm and five in-place elementwise operations a step, as many as the float loop."""
     B, T, n = u.shape
     C = _aligned_steps(u, T + 1, B, n)
     C[0].zero_()
-    Z = _aligned_steps(u, T, B, n)
     U = u.transpose(0, 1) + 0.5  # (T, B, n), one vectorised op for all steps
     Wt = W.t()
-    cs, zs, us = C.unbind(0), Z.unbind(0), U.unbind(0)
-    addmm, floor = torch.addmm, torch.floor
-    if bc is None:
-        for t in range(T):
-            addmm(us[t], cs[t], Wt, out=zs[t])
-            floor(zs[t], out=cs[t + 1]).clamp_(0, h_max)
-    else:
-        sg = u.new_empty(B, n)
-        sign = torch.sign
-        for t in range(T):
-            addmm(us[t], cs[t], Wt, out=zs[t])
-            c = floor(zs[t], out=cs[t + 1])
+    cs, us = C.unbind(0), U.unbind(0)
+    addmm, sign = torch.addmm, torch.sign
+    vmax = u.new_zeros(()) if track else None
+    sg = u.new_empty(B, n) if bc is not None else None
+    for t in range(T):
+        c = addmm(us[t], cs[t], Wt, out=cs[t + 1])
+        if track:
+            torch.maximum(vmax, c.abs().max(), out=vmax)  # |v + 1/2| (tracked mode only)
+        c.floor_()
+        if bc is None:
+            c.clamp_(0, h_max)
+        else:
             sign(c, out=sg)
             c.abs_().add_(bc).clamp_(0, h_max).mul_(sg)
-    return C, Z
+    return C, vmax
 
 
-def _q_linear(Z: torch.Tensor, bc: torch.Tensor | None, h_max: int):
-    """Mask of the activation's linear region and sign(z), from the saved Z (z = floor(Z)).
-
-    The derivative is taken at the integer the activation acts on (round is straight-through):
-    modReLU c = sign(z) min(relu(|z| + bc), h_max) is linear where z != 0 and 0 < |z| + bc <= h_max,
-    constant elsewhere (autograd's conventions for relu at 0 and for clamp at its bound). ReLU:
-    linear on 0 < z <= h_max."""
-    z = torch.floor(Z)
-    if bc is None:
-        return ((z > 0) & (z <= h_max)).to(Z.dtype), None
-    sg = torch.sign(z)
-    t = z.abs_().add_(bc)
-    return ((sg != 0) & (t > 0) & (t <= h_max)).to(Z.dtype), sg
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b) without a temporary, by BLAS when both are contiguous the same way."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+    return (a * b).sum()
 
 
 class _QRecurrence(torch.autograd.Function):
     """H = s C with C the integer hidden codes of the spec's step; straight-through gradients.
 
-    In hidden units (v_t = C_{t-1} W^T + u_t, C_t = act(round(v_t), round(b/s)), H_t = s C_t), with
-    m_t the linear-region mask:
+    In hidden units (v_t = C_{t-1} W^T + u_t, C_t = act(round(v_t), round(b/s)), H_t = s C_t):
+    round is straight-through, and the clamp to [0, h_max] has the derivative of the LSQ paper's
+    hardtanh, 1 strictly inside and 0 at and beyond its bounds; so the activation is linear exactly
+    where 0 < |C_t| < h_max, a mask read from the codes alone (m_t; sign(z_t) = sign(C_t) there):
       dL/dC_t = s dL/dH_t + dL/dv_{t+1} W          dL/dv_t = m_t dL/dC_t        dL/du = dL/dv
-      dL/dW = sum_t dv_t^T C_{t-1}                 dL/db = sum m sign(z) dL/dC / s
+      dL/dW = sum_t dv_t^T C_{t-1}                 dL/db = sum sign(C) dL/dv / s
       dL/ds = <dL/dH, C> - <dL/db, b> / s          (h = s C directly, and b enters as round(b/s))
     With u = U x / s computed by the caller (autograd), this is LSQ's gradient for s (Esser et al.
     2020): round(v) - v + sign(z) (round(b/s) - b/s) on the linear region, sign(z) h_max where
     saturated, 0 where the state is 0 (tests/test_qat_recurrence.py checks it against the paper's
-    round-pass formulation). The backward loop is the float kernel's: one addmm and one multiply.
+    roundpass/hardtanh formulation). The backward loop is the float kernel's: one addmm (whose
+    beta = s applies the scale for free) and one multiply a step; the rest is vectorised.
     """
 
     @staticmethod
@@ -228,39 +222,41 @@ class _QRecurrence(torch.autograd.Function):
         sv = float(s)
         with torch.no_grad():
             bc = torch.round(b / sv) if b is not None else None
-            C, Z = _q_forward_loop(u, W, bc, h_max)
-            H = C[1:] * sv
+            C, vmax = _q_forward_loop(u, W, bc, h_max, track)
+            H = torch.mul(C[1:].transpose(0, 1), sv)  # batch-major, like dL/dH will be
             amax = u.new_zeros(())
-            if track:  # max over the batch of the unclamped |h| = |a| + b, a = s v (running-max scale)
-                amax = ((Z - 0.5).abs_().mul_(sv).add_(b) if b is not None else (Z - 0.5).mul_(sv)).max()
-        ctx.save_for_backward(C, Z, W, b, s)
+            if track:  # max |a| + b, a = s v (the unclamped |h|), for a running-max hidden scale
+                amax = (vmax + 0.5) * sv + (b.max() if b is not None else 0)
+        ctx.save_for_backward(C, H, W, b, s)
         ctx.h_max = h_max
         ctx.mark_non_differentiable(amax)
-        return H.transpose(0, 1), amax
+        return H, amax
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dH, _damax):
-        C, Z, W, b, s = ctx.saved_tensors
+        C, H, W, b, s = ctx.saved_tensors
         sv = float(s)
-        T, B, n = Z.shape
-        bc = torch.round(b / sv) if b is not None else None
-        mask, sg = _q_linear(Z, bc, ctx.h_max)
-        dV = dH.transpose(0, 1) * sv  # s dL/dH, time-major; the loop turns it into dL/dv in place
-        ds_, ms = dV.unbind(0), mask.unbind(0)
-        ds_[T - 1].mul_(ms[T - 1])
+        T, B, n = C.shape[0] - 1, C.shape[1], C.shape[2]
+        Cs = C[1:]
+        # m = 1[0 < |C| < h_max] in 4 float passes: |C| (h_max - |C|), clamped to [0, 1] (integers)
+        mask = Cs.abs()
+        mask.mul_(torch.sub(ctx.h_max, mask)).clamp_(0, 1)
+        dV = torch.empty_like(mask)
+        vs, ms, hs = dV.unbind(0), mask.unbind(0), dH.unbind(1)
+        torch.mul(hs[T - 1], ms[T - 1], out=vs[T - 1]).mul_(sv)
         addmm = torch.addmm
         for t in range(T - 2, -1, -1):
-            d = ds_[t]
-            addmm(d, ds_[t + 1], W, out=d)  # dL/dC_t = s dH_t + dv_{t+1} W
-            d.mul_(ms[t])                   # dL/dv_t
+            d = vs[t]
+            addmm(hs[t], vs[t + 1], W, beta=sv, out=d)  # dL/dC_t = s dH_t + dv_{t+1} W
+            d.mul_(ms[t])                              # dL/dv_t
         du = dV.transpose(0, 1) if ctx.needs_input_grad[0] else None
         dW = dV.reshape(T * B, n).t() @ C[:-1].reshape(T * B, n) if ctx.needs_input_grad[1] else None
         db = dsc = None
         if b is not None and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3]):
-            db = torch.mul(dV, sg, out=mask).sum((0, 1)).div_(sv)
+            db = torch.sign(Cs, out=mask).mul_(dV).sum((0, 1)).div_(sv)
         if ctx.needs_input_grad[3]:
-            g = (dH.transpose(0, 1) * C[1:]).sum()
+            g = _dot(dH, H) / sv  # <dL/dH, C>
             if b is not None:
                 g = g - (db * b).sum() / sv
             dsc = g.reshape(s.shape).to(s.dtype)
@@ -270,7 +266,8 @@ class _QRecurrence(torch.autograd.Function):
 def qrecurrence(u: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, s: torch.Tensor, h_max: int,
                 activation: str = "modrelu", track: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states H (B, T, n) of the quantized recurrence, H = s * (integer hidden codes), and,
-    if `track`, max |a| + b over the batch (else 0; not differentiable; for a running-max scale).
+    if `track`, max |a| + max b over the batch (else 0; not differentiable; for a running-max
+    scale; a = s v, the real pre-activation).
 
     u: (B, T, n) the input term in hidden units (U x / s); W: (n, n) the recurrent term's matrix in
     hidden units, i.e. its codes times r_W = s_W; b: (n,) the modReLU bias in real units (used as
