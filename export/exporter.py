@@ -94,7 +94,8 @@ def export_model(model, task, act_bits: int | None = None, input_bits: int | Non
         sc = model.scales()
         s_x, s_h = sc["input"], sc["hidden"]
         calib = None
-        how = {"hidden": f"trained ({model.act.mode})", "input": "trained (running max)"}
+        how = {"hidden": "learned (lsq)" if model.act.mode == "lsq" else "tracked (running max)",
+               "input": "tracked (running max)"}
     else:
         calib = calib or calibrate(model, task)
         s_x = (calib["x_absmax"] or 1.0) / sym_max(input_bits)

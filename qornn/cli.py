@@ -167,8 +167,8 @@ def cmd_export(args) -> int:
     cal, how = art.provenance["calibration"], art.provenance["scales"]
     print(f"wrote {args.out}")
     if cal is None:
-        print(f"  scales from : training (hidden {how['hidden']}, input {how['input']}); weights {how['weights']}"
-              f"{', spectral' if how['spectral'] else ''}")
+        print(f"  trained     : s_h {how['hidden']}, s_x {how['input']}; weight scales {how['weights']}"
+              f"{', spectral' if how['spectral'] else ''} (hidden-state QAT: no calibration)")
     else:
         print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
               f"({cal['batches']}x{cal['batch_size']} sequences); weights {how['weights']}"
