@@ -352,3 +352,53 @@ def test_bad_options(kw, msg):
     kw = {"weight_bits": 4} | kw
     with pytest.raises(QornnError, match=msg):
         QORNN(3, 4, 2, **kw)
+
+
+@pytest.mark.parametrize("activation", ["modrelu", "relu"])
+@pytest.mark.parametrize("weight_scale", ["lsq", "po2"])
+def test_model_gradients_equal_a_plain_autograd_formulation(activation, weight_scale):
+    """Every parameter's gradient of the QAT model (fast kernel, `_InputTerm`) against the same
+    forward pass written with plain autograd: the input term as exact value + (float - float.detach()),
+    the loop with the LSQ paper's roundpass and hardtanh."""
+    from qornn.train.act_quant import requant_ratio
+
+    task = make_task("copy", length=22)
+    model = trained(task, act_bits=6, weight_scale=weight_scale, activation=activation, steps=5).train()
+    x, y = task.batch(8, np.random.default_rng(4))
+    x = x.double()
+    torch.manual_seed(9)
+    loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, task.output_size), y.reshape(-1))
+    got = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+
+    torch.manual_seed(9)
+    qw = model.quantized_weights()
+    w = {k: v[0] for k, v in qw.items()}
+    xc, s_x = model.act.quantize_input(x)
+    s_h = model.act.hidden_scale()
+    r_u = requant_ratio(float(qw["U"][2]) * float(s_x) / float(s_h.detach()))
+    u_f = (xc * s_x) @ w["U"].t() / s_h
+    u = (xc @ (qw["U"][1] * r_u).t()) + (u_f - u_f.detach())
+    c = torch.zeros_like(u[:, 0])
+    hs = []
+    h_max = model.act.h_max
+    for t in range(u.shape[1]):
+        v = c @ w["W"].t() + u[:, t]
+        z = (torch.floor(v + 0.5) - v).detach() + v
+        if activation == "modrelu":
+            bq = model.b / s_h
+            bc = (torch.round(bq) - bq).detach() + bq
+            c = torch.sign(z) * torch.nn.functional.hardtanh(z.abs() + bc, 0, h_max)
+        else:
+            c = torch.nn.functional.hardtanh(z, 0, h_max)
+        hs.append(c * s_h)
+    from qornn.train.quantizers import on_grid
+
+    logits = torch.stack(hs, 1) @ w["V"].t() + on_grid(model.c, (qw["V"][2] * s_h).detach())
+    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, task.output_size), y.reshape(-1))
+    assert torch.isclose(loss, ref, rtol=1e-12)
+    want = torch.autograd.grad(ref, list(model.parameters()), allow_unused=True)
+    for (name, _), a, b in zip(model.named_parameters(), got, want):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-8, atol=1e-12 * (1 + b.abs().max())), name
+    assert got[[n for n, _ in model.named_parameters()].index("act.log2_scale")].abs() > 0

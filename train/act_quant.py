@@ -116,3 +116,28 @@ class ActQuant(nn.Module):
             s = torch.exp2(self.log2_scale * LOG2_STEP)
             s = (1 - self.momentum) * s + self.momentum * (a_absmax.to(s.dtype) / self.h_max).clamp_min(1e-12)
             self.log2_scale.copy_(torch.log2(s) / LOG2_STEP)
+
+
+class _InputTerm(torch.autograd.Function):
+    """u = x_codes U_exact^T (time-major), the input term in hidden units exactly as the integer
+    loop computes it (U_exact = U codes times M_U / 2^S_U); its gradient is that of
+    x_codes U_eff^T with U_eff = U_q s_x / s_h, straight through (U's STE, LSQ for s_h). Only
+    the exact product runs forward and only U_eff's gradient backward."""
+
+    @staticmethod
+    def forward(ctx, u_eff, xc, u_exact):
+        ctx.save_for_backward(xc)
+        return xc @ u_exact.t()
+
+    @staticmethod
+    def backward(ctx, g):
+        (xc,) = ctx.saved_tensors
+        return g.reshape(-1, g.shape[-1]).t() @ xc.reshape(-1, xc.shape[-1]), None, None
+
+
+def input_term(xc: torch.Tensor, u_q: torch.Tensor, u_codes: torch.Tensor, s_x: torch.Tensor,
+               s_h: torch.Tensor, r_u: float) -> torch.Tensor:
+    """(B, T, n) view of a time-major u = x U^T / s_h in hidden units (see `_InputTerm`); time-major
+    because the recurrence kernel reads it step by step."""
+    xt = xc.transpose(0, 1).contiguous()
+    return _InputTerm.apply(u_q * (s_x / s_h), xt, u_codes * r_u).transpose(0, 1)

@@ -22,10 +22,10 @@ from torch import nn
 
 from qornn.errors import QornnError
 
-from .act_quant import ACT_SCALES, ActQuant, on_requant_grid, requant_ratio
+from .act_quant import ACT_SCALES, ActQuant, input_term, on_requant_grid, requant_ratio
 from .bjorck import bjorck, spectral_norm_estimate
 from .lsq import log2_param, lsq_grad_factor, scale_from_log2
-from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize, value_of
+from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize
 from .recurrence import qrecurrence, recurrence
 
 ACTIVATIONS = ("modrelu", "relu")
@@ -288,9 +288,7 @@ class QORNN(nn.Module):
             # the input term in hidden units: value x_codes U_codes^T M_U / 2^S_U as the integer loop
             # computes it, gradient that of x_q U_q^T / s_h (U's STE, LSQ for s_h)
             r_u = requant_ratio(float(qw["U"][2]) * float(s_x) / float(s_h.detach()))
-            with torch.no_grad():
-                exact = xc @ (qw["U"][1] * r_u).t()
-            u = value_of(exact, xc @ (w["U"] * (s_x / s_h)).t())
+            u = input_term(xc, w["U"], qw["U"][1], s_x, s_h, r_u)
             track = self.training and self.act.mode == "max"
             hidden, a_max = qrecurrence(u, w["W"], self.b, s_h, self.act.h_max, self.activation, track)
             if self.training:

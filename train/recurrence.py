@@ -225,10 +225,11 @@ class _QRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, W, b, s, h_max, track):
         sv = float(s)
+        B, T, n = u.shape
         with torch.no_grad():
             bc = torch.round(b / sv) if b is not None else None
             C, SG, vmax = _q_forward_loop(u, W, bc, h_max, track)
-            H = torch.mul(C[1:].transpose(0, 1), sv)  # batch-major, like dL/dH will be
+            H = torch.mul(C[1:].transpose(0, 1), sv, out=u.new_empty(B, T, n))  # batch-major, like dL/dH
             amax = u.new_zeros(())
             if track:  # max |a| + b, a = s v (the unclamped |h|), for a running-max hidden scale
                 amax = (vmax + 0.5) * sv + (b.max() if b is not None else 0)
@@ -243,10 +244,14 @@ class _QRecurrence(torch.autograd.Function):
         C, SG, H, W, b, s = ctx.saved_tensors
         sv = float(s)
         T, B, n = C.shape[0] - 1, C.shape[1], C.shape[2]
-        # per step, on cache-resident slices: m_t = 1[0 < |C_t| < h_max] = clamp(|C| (h_max - |C|), 0, 1)
+        # per step, on cache-resident slices: m_t = 1[0 < |C_t| < h_max] = clamp(|C| (h_max - |C|), 0, 1),
+        # and the bias gradient's sum of sign(z) dL/dv accumulated in place
         dV = _aligned_steps(C, T, B, n)
         vs, cs, hs = dV.unbind(0), C.unbind(0), dH.unbind(1)
         a, m = C.new_empty(B, n), C.new_empty(B, n)
+        want_db = b is not None and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
+        acc = C.new_zeros(B, n) if want_db else None
+        sgs = SG.unbind(0) if want_db else None
         h_max = ctx.h_max
         absf, sub, addmm = torch.abs, torch.sub, torch.addmm
 
@@ -255,15 +260,19 @@ class _QRecurrence(torch.autograd.Function):
             return sub(h_max, a, out=m).mul_(a).clamp_(0, 1)
 
         torch.mul(hs[T - 1], mask(T - 1), out=vs[T - 1]).mul_(sv)
+        if want_db:
+            acc.addcmul_(vs[T - 1], sgs[T - 1])
         for t in range(T - 2, -1, -1):
             d = vs[t]
             addmm(hs[t], vs[t + 1], W, beta=sv, out=d)  # dL/dC_t = s dH_t + dv_{t+1} W
             d.mul_(mask(t))                            # dL/dv_t
+            if want_db:
+                acc.addcmul_(d, sgs[t])                # sign(z) = sign(C) where m = 1
         du = dV.transpose(0, 1) if ctx.needs_input_grad[0] else None
         dW = dV.reshape(T * B, n).t() @ C[:-1].reshape(T * B, n) if ctx.needs_input_grad[1] else None
         db = dsc = None
-        if b is not None and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3]):
-            db = torch.mul(SG, dV).sum((0, 1)).div_(sv)  # sign(z) = sign(C) where m = 1
+        if want_db:
+            db = acc.sum(0).div_(sv)  # sign(z) = sign(C) where m = 1
         if ctx.needs_input_grad[3]:
             g = _dot(dH, H) / sv  # <dL/dH, C>
             if b is not None:
