@@ -60,10 +60,10 @@ def trained(task, dtype=F64, steps=25, seed=0, hidden=14, **kw):
     ("ste-projunn", "lsq", False, "last_step"),
 ])
 def test_qat_forward_equals_integer_simulator(activation, act_scale, method, weight_scale, spectral, output_mode):
-    """`==` on the hidden codes of every step and on the output codes, in float64. The forward uses
-    the integer loop's own ratios M/2^S (train/act_quant.py), so every product and sum is an exact
-    dyadic number below 2^53 (the artifact's `pre` bound; the simulator's float64 path needs the
-    same), whatever the scale mode; with po2 scales M = 1 (float32: next test)."""
+    """`==` on the hidden codes of every step and on the output codes (a float64 model, trained in
+    float64 too). The forward uses the integer loop's own ratios M/2^S (train/act_quant.py), so every
+    product and sum is an exact dyadic number below 2^53 (the artifact's `pre` bound; the
+    simulator's float64 path needs the same), whatever the scale mode; with po2 scales M = 1."""
     task = make_task("copy", length=24)
     model = trained(task, method=method, act_bits=8, act_scale=act_scale, weight_scale=weight_scale,
                     spectral_scale=spectral, activation=activation, output_mode=output_mode)
@@ -97,7 +97,34 @@ def test_qat_forward_equals_integer_simulator(activation, act_scale, method, wei
         assert torch.linalg.matrix_norm(w, ord=2) <= 1.0
 
 
-def test_po2_qat_forward_float32_exact_where_the_bound_proves_it():
+@pytest.mark.parametrize("weight_scale", ["max", "lsq", "po2"])
+def test_float32_model_eval_forward_is_exact(weight_scale):
+    """A float32 model's eval-mode forward runs the loop in float64: the simulator's codes and
+    predictions exactly, whatever the scale mode (on 512 copy sequences of 60 steps)."""
+    task = make_task("copy", length=60)
+    model = trained(task, dtype=torch.float32, act_bits=8, weight_scale=weight_scale, steps=40)
+    art, _ = export_model(model, task)
+    x = task.batch(512, np.random.default_rng(3))[0]
+    with torch.no_grad():
+        logits, H = model(x, return_hidden=True)
+    assert logits.dtype == H.dtype == torch.float32
+    sim = simulate(art, x.numpy().astype(np.float64))
+    assert np.array_equal(torch.round(H.double() / art.hidden_scale).numpy().astype(np.int64), sim.hidden)
+    assert np.array_equal(logits.argmax(-1).numpy(), sim.output_real.argmax(-1))
+    assert ((logits.double() / art.output_scale - torch.from_numpy(sim.output.astype(np.float64))).abs()
+            <= 1e-6 * (1 + np.abs(sim.output).max())).all()
+
+
+def training_forward_codes(model, x):
+    """The float32 training-mode forward's hidden states (LSQ scales: nothing changes but max|x|)."""
+    model.train()
+    with torch.no_grad():
+        _, H = model(x, return_hidden=True)
+    model.eval()
+    return H
+
+
+def test_po2_training_forward_float32_exact_where_the_bound_proves_it():
     """float32 is exact when every partial sum is a multiple of 2^-max(S,1) hidden units below
     2^24 in magnitude: the spec's `pre` bound (units 2^-S) times 2^(max(S,1)-S) < 2^24."""
     task = make_task("copy", length=24)
@@ -106,31 +133,27 @@ def test_po2_qat_forward_float32_exact_where_the_bound_proves_it():
     S = art.shift
     assert art.bounds()["pre"] * 2 ** (max(S, 1) - S) < 2**24
     x = task.batch(64, np.random.default_rng(3))[0]
-    with torch.no_grad():
-        logits, H = model(x, return_hidden=True)
+    H = training_forward_codes(model, x)
     sim = simulate(art, x.numpy().astype(np.float64))
     assert np.array_equal((H.double() / art.hidden_scale).numpy().astype(np.int64), sim.hidden)
-    assert np.array_equal((logits.double() / art.output_scale).numpy(), sim.output.astype(np.float64))
 
 
 @pytest.mark.parametrize("weight_scale", ["max", "lsq"])
-def test_float32_agreement_and_the_bound_on_the_difference(weight_scale):
-    """float32 with 16-bit multipliers: the forward's pre-activation (hidden units) differs from the
-    integer loop's, given the same previous codes, only by float32 rounding of the sums, at most
-    delta = gamma_k (r_W |W||h| + r_U |U||x| + 1), gamma_k = k 2^-24 / (1 - k 2^-24), k = n + m + 4
-    (the dot-product error bound), so a code can differ only where the exact pre-activation lies
-    within delta of a rounding boundary k + 1/2. Checked: predictions (taken on the output grid)
-    agree on >= 99.9 % of 1024 sequences, and every first divergence of the codes is such a tie."""
+def test_float32_training_forward_and_the_bound_on_its_difference(weight_scale):
+    """The float32 training forward with 16-bit multipliers: given the same previous codes, its
+    pre-activation (hidden units) differs from the integer loop's only by float32 rounding of the
+    sums, at most delta = gamma_k (r_W |W||h| + r_U |U||x| + 1), gamma_k = k 2^-24 / (1 - k 2^-24),
+    k = n + m + 4 (the dot-product error bound); so a code can differ only where the exact
+    pre-activation lies within delta of a rounding boundary j + 1/2. Checked on every first
+    divergence in 1024 sequences (harmless for the gradient; evaluation runs in float64)."""
     task = make_task("copy", length=30)
     model = trained(task, dtype=torch.float32, act_bits=8, weight_scale=weight_scale, steps=40)
     art, _ = export_model(model, task)
     x, _ = task.batch(1024, np.random.default_rng(11))
-    with torch.no_grad():
-        logits, H = model(x, return_hidden=True)
+    H = training_forward_codes(model, x)
     sim = simulate(art, x.numpy().astype(np.float64))
-    pred = torch.round(logits.double() / art.output_scale).argmax(-1).numpy()
-    assert (pred == sim.output.argmax(-1)).all(1).mean() >= 0.999
     codes = torch.round(H.double() / art.hidden_scale).numpy().astype(np.int64)
+    assert (codes == sim.hidden).all((1, 2)).mean() >= 0.9
     r_w, r_u = (math.ldexp(art.m_w, -art.shift_w), math.ldexp(art.m_u, -art.shift_u))
     xc = np.clip(np.floor(x.numpy().astype(np.float64) / art.input_scale + 0.5), -art.x_max, art.x_max)
     k = art.hidden_size + art.input_size + 4

@@ -25,7 +25,7 @@ from qornn.errors import QornnError
 from .act_quant import ACT_SCALES, ActQuant, input_term, on_requant_grid, requant_ratio
 from .bjorck import bjorck, spectral_norm_estimate
 from .lsq import log2_param, lsq_grad_factor, scale_from_log2
-from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize
+from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize, value_of
 from .recurrence import qrecurrence, recurrence
 
 ACTIVATIONS = ("modrelu", "relu")
@@ -283,17 +283,28 @@ class QORNN(nn.Module):
         if quantized and hidden_quant and self.act is not None:
             # Hidden-state QAT: the integer loop in floating point, hidden codes of s_h, saturation
             # at h_max, STE/LSQ gradients inside the hand-written BPTT kernel (train/recurrence.py).
-            xc, s_x = self.act.quantize_input(x)
-            s_h = self.act.hidden_scale()
-            # the input term in hidden units: value x_codes U_codes^T M_U / 2^S_U as the integer loop
-            # computes it, gradient that of x_q U_q^T / s_h (U's STE, LSQ for s_h)
+            # Evaluation runs it in float64, where it IS the integer loop (every sum below 2^53);
+            # float32 training differs only where a float32 rounding crosses a tie (act_quant.py).
+            dt = x.dtype if self.training else torch.float64
+            xc, s_x = self.act.quantize_input(x.to(dt))
+            s_h = self.act.hidden_scale().to(dt)
             r_u = requant_ratio(float(qw["U"][2]) * float(s_x) / float(s_h.detach()))
-            u = input_term(xc, w["U"], qw["U"][1], s_x, s_h, r_u)
+            u = input_term(xc, w["U"].to(dt), qw["U"][1].to(dt), s_x, s_h, r_u)
             track = self.training and self.act.mode == "max"
-            hidden, a_max = qrecurrence(u, w["W"], self.b, s_h, self.act.h_max, self.activation, track)
+            b = self.b.to(dt) if self.b is not None else None
+            hidden, a_max = qrecurrence(u, w["W"].to(dt), b, s_h, self.act.h_max, self.activation, track)
             if self.training:
                 self.act.observe(x, a_max if track else None)
-            c = on_grid(self.c, (qw["V"][2] * s_h).detach())  # c on the output grid s_V s_h, as exported
+            s_y = (qw["V"][2].to(dt) * s_h).detach()
+            c = on_grid(self.c.to(dt), s_y)  # c on the output grid s_V s_h, as exported
+            if not self.training:  # the logits of the output codes, exactly as the simulator's
+                out_h = hidden if self.output_mode == "every_step" else hidden[:, -1]
+                logits = out_h @ w["V"].to(dt).t() + c
+                with torch.no_grad():
+                    codes = torch.round(out_h / s_h) @ qw["V"][1].to(dt).t() + torch.round(self.c.to(dt) / s_y)
+                logits = value_of(codes * s_y, logits).to(x.dtype)
+                hidden = hidden.to(x.dtype)
+                return (logits, hidden) if return_hidden else logits
         else:
             # The time loop with a hand-written backward-through-time (train/recurrence.py): the same
             # forward as `reference_loop` below, ~3x faster to train than autograd through the loop.

@@ -184,3 +184,21 @@ def on_grid(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     codes = torch.round(c.detach() / s)
     return _Quantized.apply(c, s, codes, torch.zeros_like(codes), torch.ones_like(codes))
 
+
+
+class _ValueOf(torch.autograd.Function):
+    """Value `value` (computed without autograd), gradient passed to `like` unchanged."""
+
+    @staticmethod
+    def forward(ctx, like, value):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def value_of(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A tensor equal to `value` whose gradient flows to `like` (same shape): a straight-through
+    substitution of an exactly computed value for its differentiable approximation."""
+    return _ValueOf.apply(like, value.detach())
