@@ -7,8 +7,8 @@ Each cell trains one QORNN with `qornn.train.trainer.train`, exports it with
            QAT the quantized hidden state and input too)
   integer  the exported artifact run by the NumPy integer simulator (the golden model)
   agree    fraction of held-out sequences on which the two predict the same class at every output
-           (pMNIST: the last step; copy: every step); with hidden-state QAT the forward's class is
-           taken on the output grid (round(logits / s_y)), so exact ties break alike
+           (pMNIST: the last step; copy: every step; a hidden-state QAT model's eval forward reads its
+           logits off the output codes, so even exact ties of two classes break alike)
 
 plus sigma_max of the exported q(W) (codes x s_W, float64 SVD), s_h, the requant multipliers
 M_W / M_U, and seconds. Cell options: method, weight bits, hidden-state QAT (--act-bits 8, LSQ
@@ -68,14 +68,11 @@ def key(r) -> tuple:
 
 def run_cell(t: dict, method: str, bits: int, qat: bool, spectral: bool, scale: str, run_dir: Path,
              seed: int = 0, act_bits: int = 8) -> dict:
-    import numpy as np
     import torch
 
-    from qornn.export.exporter import export_model
-    from qornn.export.simulator import simulate
     from qornn.train import QORNN
-    from qornn.train.tasks import eval_data, make_task
-    from qornn.train.trainer import MetricMean, evaluate, train
+    from qornn.train.tasks import make_task
+    from qornn.train.trainer import train
 
     task = make_task(t["task"], **t["options"])
     torch.manual_seed(seed)
@@ -84,31 +81,57 @@ def run_cell(t: dict, method: str, bits: int, qat: bool, spectral: bool, scale: 
                   spectral_scale=spectral)
     t0 = time.time()
     train(model, task, t["steps"], run_dir, lr=t["lr"], seed=seed, force=True, progress=False)
-    model.cpu().eval()
+    row = {"task": t["task"], "method": method, "weight_bits": bits, "hidden_qat": qat, "spectral": spectral,
+           "weight_scale": scale, "act_bits": act_bits, "hidden": t["hidden"], "steps": t["steps"], "seed": seed}
+    return row | score(model.cpu().eval(), task, t["eval_batches"], act_bits) | {"seconds": round(time.time() - t0, 1)}
+
+
+def score(model, task, eval_batches, act_bits: int = 8) -> dict:
+    """Export (8-bit hidden state: trained, or calibrated) and score both executors on the same data."""
+    import numpy as np
+    import torch
+
+    from qornn.export.exporter import export_model
+    from qornn.export.simulator import simulate
+    from qornn.train.tasks import eval_data
+    from qornn.train.trainer import MetricMean, evaluate
+
     art, _ = export_model(model, task, act_bits=act_bits)
     fq, integer, agree, n = MetricMean(), MetricMean(), 0, 0
     with torch.no_grad():
-        for x, y in eval_data(task, t["eval_batches"]):
+        for x, y in eval_data(task, eval_batches):
             logits = model(x)
             fq.add(task.metrics(logits, y), len(y))
             res = simulate(art, x.numpy().astype(np.float64), return_hidden=False)
-            out = torch.from_numpy(res.output_real)
-            integer.add(task.metrics(out, y), len(y))
-            if qat:  # the forward's prediction on the output grid: an exact tie of two output codes is
-                # broken the same way (the float logits carry rounding noise below half a code)
-                logits = torch.round(logits.double() / art.output_scale)
-            same = logits.argmax(-1) == torch.from_numpy(res.output).argmax(-1)
+            integer.add(task.metrics(torch.from_numpy(res.output_real), y), len(y))
+            same = logits.argmax(-1).numpy() == res.output_real.argmax(-1)
             agree += int(same.reshape(len(y), -1).all(1).sum())
             n += len(y)
     m = task.metric
     w = torch.from_numpy(art.W.astype(np.float64)) * art.w_scale
     f, i = fq.result()[m], integer.result()[m]
-    return {"task": t["task"], "method": method, "weight_bits": bits, "hidden_qat": qat, "spectral": spectral,
-            "weight_scale": scale, "act_bits": act_bits, "hidden": t["hidden"], "steps": t["steps"], "seed": seed,
-            "float": evaluate(model, task, t["eval_batches"], quantized=False)[m], "fq": f, "integer": i,
+    return {"float": evaluate(model, task, eval_batches, quantized=False)[m], "fq": f, "integer": i,
             "gap": i - f, "agree": agree / n, "sigma_max": float(torch.linalg.matrix_norm(w, ord=2)),
-            "s_h": art.hidden_scale, "m_w": art.m_w, "m_u": art.m_u, "scale_mode": art.scale_mode,
-            "seconds": round(time.time() - t0, 1)}
+            "s_h": art.hidden_scale, "m_w": art.m_w, "m_u": art.m_u, "scale_mode": art.scale_mode}
+
+
+def cell_name(method, bits, qat, spectral, scale) -> str:
+    return f"{method}-w{bits}-{'qat' if qat else 'cal'}-{'spec' if spectral else 'nospec'}-{scale}"
+
+
+def rescore(grid: str, rows: list[dict]) -> list[dict]:
+    """Score every finished cell again from its saved run with the code as it is now (no training)."""
+    from tqdm.auto import tqdm
+
+    from qornn.train.checkpoint import load_run
+
+    t = TASKS[GRIDS[grid][0]]
+    out = []
+    for r in tqdm(rows, desc=f"rescore {grid}", dynamic_ncols=True):
+        method, bits, qat, spectral, scale = key(r)
+        model, task, _ = load_run(ROOT / "runs" / "qat" / grid / cell_name(method, bits, qat, spectral, scale))
+        out.append(r | score(model, task, t["eval_batches"], int(r["act_bits"])))
+    return out
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -178,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", required=True, choices=sorted(GRIDS))
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
+    ap.add_argument("--rescore", action="store_true", help="score the finished cells again from their saved "
+                    "runs with the code as it is now (no training), then stop")
     args = ap.parse_args(argv)
     import torch
     from tqdm.auto import tqdm
@@ -188,8 +213,10 @@ def main(argv=None) -> int:
     out = OUT / args.grid
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows(out / "results.csv")
+    if args.rescore:
+        rows = rescore(args.grid, rows)
     done = {key(r) for r in rows}
-    todo = [c for c in cells if (c[0], c[1], c[2], c[3], c[4]) not in done][: args.limit]
+    todo = [] if args.rescore else [c for c in cells if (c[0], c[1], c[2], c[3], c[4]) not in done][: args.limit]
     opts = " ".join(f"--{k} {v}" for k, v in t["options"].items())
     title = (f"`{t['task']}` {opts}, hidden {t['hidden']}, {t['steps']} Adam steps (batch 64, lr {t['lr']}, seed 0), "
              f"8-bit hidden state, {t['eval_batches']} x 128 held-out sequences; "
@@ -197,7 +224,7 @@ def main(argv=None) -> int:
     bar = tqdm(todo, desc=args.grid, dynamic_ncols=True)
     for method, bits, qat, spectral, scale in bar:
         bar.set_postfix(cell=f"{method} {bits}b qat={qat} spec={spectral} {scale}")
-        name = f"{method}-w{bits}-{'qat' if qat else 'cal'}-{'spec' if spectral else 'nospec'}-{scale}"
+        name = cell_name(method, bits, qat, spectral, scale)
         row = run_cell(t, method, bits, qat, spectral, scale, ROOT / "runs" / "qat" / args.grid / name)
         rows.append(row)
         tqdm.write(f"{name}: fq {row['fq']:.3f} integer {row['integer']:.3f} agree {row['agree']:.3f} "
