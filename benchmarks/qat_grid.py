@@ -196,14 +196,58 @@ def plot(out: Path, rows: list[dict], title: str) -> None:
     tmp.replace(out / "gap.png")
 
 
+COLS = [(False, "max"), (False, "lsq"), (False, "po2"), (True, "max"), (True, "lsq"), (True, "po2")]
+
+
+def pivot(rows: list[dict], bits_list, cols=COLS) -> str:
+    """Markdown: a row per (method, bits, hidden state), a column per (spectral, weight scale);
+    cells `fake-quantized / **integer**`."""
+    head = ["method", "bits", "hidden state"] + [f"{sc}{' + spectral' if sp else ''}" for sp, sc in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    idx = {key(r): r for r in rows}
+    for method in METHODS:
+        for bits in bits_list:
+            for qat in (False, True):
+                cells = []
+                for sp, sc in cols:
+                    r = idx.get((method, bits, qat, sp, sc))
+                    cells.append("" if r is None else f"{float(r['fq']):.3f} / **{float(r['integer']):.3f}**")
+                if any(cells):
+                    lines.append(f"| {method} | {bits} | {'QAT (LSQ)' if qat else 'calibrated'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tables() -> str:
+    """The tables of docs/results.md's integer-aware training section, from the grids' CSVs."""
+    out = []
+    for grid, bits, cols in (("pmnist4", [4], COLS), ("pmnist68", [6, 8], [(False, "max"), (False, "lsq"),
+                                                                          (False, "po2"), (True, "lsq")]),
+                             ("copy", [4, 5], COLS)):
+        rows = read_rows(OUT / grid / "results.csv")
+        if rows:
+            agree = [float(r["agree"]) for r in rows if str(r["hidden_qat"]) == "True"]
+            gaps = [abs(float(r["gap"])) for r in rows if str(r["hidden_qat"]) == "True"]
+            out += [f"### {grid}", "", pivot(rows, bits, cols), "",
+                    f"QAT cells: {len(agree)}; agreement of predictions min {min(agree, default=0):.4f}; "
+                    f"largest |integer - fake-quantized| {max(gaps, default=0):.4f}", ""]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--grid", required=True, choices=sorted(GRIDS))
+    ap.add_argument("--grid", choices=sorted(GRIDS))
+    ap.add_argument("--tables", action="store_true", help="print the markdown tables of docs/results.md from the "
+                    "grids' results.csv, then stop")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
     ap.add_argument("--rescore", action="store_true", help="score the finished cells again from their saved "
                     "runs with the code as it is now (no training), then stop")
     args = ap.parse_args(argv)
+    if args.tables:
+        print(tables())
+        return 0
+    if args.grid is None:
+        ap.error("--grid is required (or --tables)")
     import torch
     from tqdm.auto import tqdm
 
