@@ -72,7 +72,7 @@ def export_model(model, task, act_bits: int | None = None, input_bits: int | Non
         raise QornnError("lsq weight scales are learned in training (qornn train --weight-scale lsq); "
                          "export this run with max or po2")
     spectral = model.spectral_scale if spectral_scale is None else spectral_scale
-    ob = output_bits or model.output_bits or 8
+    ob = output_bits if output_bits is not None else (model.output_bits or 8)
     check_bits(ob, "output bits", 1, 8)
     model.eval()
     for name, p in model.named_parameters():

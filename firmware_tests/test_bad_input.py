@@ -105,7 +105,6 @@ def test_run_csim_rejects_bad_inputs(projects):
         (np.zeros((2, 5, m + 1), dtype=np.int64), "input must have shape"),
         (np.zeros((2, 5, m)), "integer input codes"),
         (np.full((1, 5, m), art.x_max + 1, dtype=np.int64), "input codes must lie in"),
-        (np.zeros((1, 129, m), dtype=np.int64), "exceeds the firmware's maximum length 128"),
     ]
     for x, text in cases:
         with pytest.raises(QornnError) as e:
@@ -134,13 +133,26 @@ def test_build_without_xilinx_tools(projects, monkeypatch):
 
 
 def test_outputs_beyond_float64_are_refused_by_csim(tmp_path):
-    """The firmware is exact at any width, but predict() carries float64: outputs >= 2^53 cannot
-    come back exactly, so run_csim says so (before compiling anything)."""
+    """The firmware is exact at any width, but io_parallel's predict() carries float64: outputs
+    >= 2^53 cannot come back exactly, so run_csim says so (before compiling anything). The
+    io_stream driver carries int64 (test_io_stream_outputs_beyond_float64)."""
     art = random_artifact(np.random.default_rng(3), hidden=2, inputs=1, outputs=1)
     art.c = np.array([1 << 60], dtype=np.int64)
-    prj = write_project(art.validate(), tmp_path / "p", max_length=4)
+    prj = write_project(art.validate(), tmp_path / "p", max_length=4, io_type="io_parallel")
     with pytest.raises(QornnError, match="exceed 2\\^53"):
         run_csim(prj, np.zeros((1, 2, 1), dtype=np.int64), art)
     assert not (prj / "qornn_csim.json").exists()
     text = "".join(p.read_text() for p in (prj / "firmware" / "weights").glob("qc*.txt"))
     assert str(1 << 60) in text
+
+
+def test_io_stream_outputs_beyond_float64(tmp_path):
+    """The io_stream batch driver returns int64 codes: an output bias near 2^60 comes back exactly."""
+    from qornn.export.simulator import simulate
+
+    art = random_artifact(np.random.default_rng(3), hidden=2, inputs=1, outputs=1)
+    art.c = np.array([(1 << 60) + 3], dtype=np.int64)
+    art = art.validate()
+    prj = write_project(art, tmp_path / "p")
+    x = np.random.default_rng(4).integers(-art.x_max, art.x_max + 1, size=(2, 30, 1))
+    assert np.array_equal(run_csim(prj, x, art), simulate(art, x).output)

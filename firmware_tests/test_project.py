@@ -39,14 +39,15 @@ def test_a_normal_hls4ml_project(projects, name, backend):
     cfg = yaml.safe_load((prj / "hls4ml_config.yml").read_text())
     assert cfg["Backend"].lower() == backend and cfg["IOType"] == opts["io_type"]
     assert Path(cfg["OutputDir"]) == Path(prj).resolve()
-    assert list(cfg["InputShapes"]) == ["qornn_input", "qornn_length"]
+    names = ["qornn_input"] if opts["io_type"] == "io_stream" else ["qornn_input", "qornn_length"]
+    assert list(cfg["InputShapes"]) == names
     assert meta["artifact"]["content_hash"] == art.content_hash()
     assert load_artifact(prj / "artifact").content_hash() == art.content_hash()
     # hls4ml itself can link the project and run it
     from hls4ml.utils.link import FilesystemModelGraph
 
     model = FilesystemModelGraph(prj)
-    assert [v.name for v in model.get_input_variables()] == ["qornn_input", "qornn_length"]
+    assert [v.name for v in model.get_input_variables()] == names
 
 
 def test_weights_are_exact_decimal_integers(projects):
@@ -66,7 +67,7 @@ def test_testbench_as_the_xilinx_csim_runs_it(projects, name, tmp_path):
     _, prj = projects[name]
     copy = shutil.copytree(prj, tmp_path / "prj")
     report = run_testbench(copy)
-    assert report["sequences"] == 4 and report["values"] > 0 and report["mismatches"] == 0
+    assert report["sequences"] >= 4 and report["values"] > 0 and report["mismatches"] == 0
 
 
 def test_a_moved_project_is_compiled_again(projects, tmp_path):

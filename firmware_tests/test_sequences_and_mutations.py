@@ -32,13 +32,27 @@ def test_length_300_in_a_default_project(projects):
     assert compare(y, simulate(art, x).output, x)
 
 
-def test_above_the_maximum_length_is_a_one_line_error(projects):
+def test_io_stream_has_no_maximum_length(projects):
+    """The all-defaults project (io_stream, the stream protocol): a 5,000-step sequence, then
+    sequences of 1, 3 and 1,500 steps back to back with no gap, in one C-simulation call."""
+    from qornn.hls.csim import run_stream
+
     art, prj = projects["defaults_h37_relu"]
-    x = np.zeros((1, 1025, art.input_size), dtype=np.int64)
+    rng = np.random.default_rng(17)
+    x = boundary_inputs(art, rng, 1, 5000)
+    assert compare(run_csim(prj, x, art), simulate(art, x).output, x)
+    seqs = [boundary_inputs(art, rng, 1, L)[0] for L in (1, 3, 1500, 1)]
+    for y, s in zip(run_stream(prj, seqs, art), seqs):
+        assert compare(y, simulate(art, s[None]).output[0], s[None])
+
+
+def test_io_parallel_above_the_maximum_length_is_a_one_line_error(projects):
+    art, prj = projects["h37_last_w8_a16"]
+    x = np.zeros((1, 257, art.input_size), dtype=np.int64)
     with pytest.raises(QornnError) as e:
         run_csim(prj, x, art)
     msg = str(e.value)
-    assert "\n" not in msg and "1025" in msg and "maximum length 1024" in msg and "--max-length" in msg
+    assert "\n" not in msg and "257" in msg and "maximum length 256" in msg and "--max-length" in msg
 
 
 def test_firmware_of_a_perturbed_artifact_is_caught(projects):

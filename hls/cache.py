@@ -30,7 +30,7 @@ from .csim import build_library, library_ready
 from .options import validate_options
 from .project import _as_artifact, generate
 
-_SOURCES = ("templates/nnet_qornn.h", "layer.py", "project.py")
+_SOURCES = ("templates/nnet_qornn.h", "templates/qornn_stream_driver.cpp", "layer.py", "project.py", "csim.py")
 MAX_ENTRIES = 64
 
 

@@ -39,12 +39,39 @@ def linked_model(prj_dir):
     return model
 
 
+DRIVER = Path(__file__).parent / "templates" / "qornn_stream_driver.cpp"
+
+
+def _is_stream(prj: Path) -> bool:
+    return read_meta(prj)["options"]["io_type"] == "io_stream"
+
+
 def library_path(prj_dir) -> Path:
+    """io_parallel: hls4ml's C-simulation library; io_stream: the batch driver library."""
     import yaml
 
     prj = Path(prj_dir).resolve()
     cfg = yaml.safe_load((prj / "hls4ml_config.yml").read_text())
+    if _is_stream(prj):
+        return prj / "firmware" / f"qornn_stream-{cfg['Stamp']}.so"
     return prj / "firmware" / f"{cfg['ProjectName']}-{cfg['Stamp']}.so"
+
+
+def _build_stream_driver(prj: Path) -> Path:
+    """g++ -O2 of the top function with the batch driver (templates/qornn_stream_driver.cpp) into
+    one shared library; the weights are read from firmware/weights of this directory."""
+    import shutil
+    import subprocess
+
+    lib = library_path(prj)
+    shutil.copy(DRIVER, prj / "qornn_stream_driver.cpp")
+    cmd = ["g++", "-O2", "-fPIC", "-shared", "-std=c++11", "-w", "-Ifirmware/ap_types", "-Ifirmware",
+           f'-DWEIGHTS_DIR="{prj}/firmware/weights"', "firmware/qornn_core.cpp", "qornn_stream_driver.cpp",
+           "-o", str(lib)]
+    proc = subprocess.run(cmd, cwd=prj, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise QornnError(f"compiling the C-simulation of {prj} failed: {_last_lines(proc.stderr, 4)}")
+    return lib
 
 
 def library_ready(prj_dir) -> bool:
@@ -80,6 +107,10 @@ def build_library(prj_dir, quiet_output: bool = True) -> Path:
     which is safe in threads; the default captures it for the error message. Returns the path."""
     prj = Path(prj_dir).resolve()
     read_meta(prj)
+    if _is_stream(prj):
+        lib = _build_stream_driver(prj)
+        (prj / CSIM_FILE).write_text(json.dumps({"library": lib.name, "compiled_in": str(prj)}) + "\n")
+        return lib
     model = linked_model(prj)
     log = io.StringIO()
     try:
@@ -101,6 +132,56 @@ def compile_project(prj_dir) -> Path:
     prj = Path(prj_dir).resolve()
     _forget(prj)
     return build_library(prj)
+
+
+def _stream_lib(prj: Path):
+    """The loaded batch driver of an io_stream project (compiled first if needed)."""
+    import types
+
+    lib = library_path(prj)
+    if not library_ready(prj):
+        _forget(prj)
+        build_library(prj)
+    key = (str(lib), lib.stat().st_mtime_ns)
+    cached = _loaded.get(str(prj))
+    if cached is not None and cached[0] == key:
+        return cached[1]._top_function_lib
+    _forget(prj)
+    handle = ctypes.cdll.LoadLibrary(str(lib))
+    fn = handle.qornn_stream_run
+    fn.restype = ctypes.c_longlong
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_longlong]
+    _loaded[str(prj)] = (key, types.SimpleNamespace(_top_function_lib=handle))
+    return handle
+
+
+def run_stream(prj_dir, seqs, art=None) -> list[np.ndarray]:
+    """io_stream: the sequences [(T_i, m) codes] back to back through the core in one call, as
+    beats [x, start, last]. Returns per sequence (T_i, o) (every_step) or (o,) (last_step)."""
+    from .project import stream_beats
+
+    prj = Path(prj_dir).resolve()
+    meta = read_meta(prj)
+    _check_artifact(meta, art)
+    mdl = meta["model"]
+    if meta["options"]["io_type"] != "io_stream":
+        raise QornnError(f"{prj} is an io_parallel project; run_stream needs io_stream")
+
+    class _A:  # stream_beats needs only the input size
+        input_size = mdl["input_size"]
+
+    beats = np.ascontiguousarray(stream_beats(_A, [np.asarray(s, dtype=np.int64) for s in seqs]))
+    every = mdl["output_mode"] == "every_step"
+    n_out = len(beats) if every else len(seqs)
+    y = np.zeros((n_out, mdl["output_size"]), dtype=np.int64)
+    fn = _stream_lib(prj).qornn_stream_run
+    got = fn(beats.ctypes.data, len(beats), y.ctypes.data, n_out)
+    if got != n_out:
+        raise QornnError(f"the core wrote {got} output beats for {len(beats)} input beats, expected {n_out}")
+    if not every:
+        return list(y)
+    ends = np.cumsum([len(s) for s in seqs])
+    return [y[e - len(s):e] for s, e in zip(seqs, ends)]
 
 
 def _model(prj: Path):
@@ -133,7 +214,8 @@ def _check_artifact(meta: dict, art) -> None:
 
 
 def run_csim(prj_dir, x_codes, art=None, lengths=None) -> np.ndarray:
-    """Run the compiled firmware on input codes of shape (B, T, m), T <= the project's max length.
+    """Run the compiled firmware on input codes of shape (B, T, m) (io_parallel: T <= max length;
+    io_stream: any T, all sequences streamed back to back through one driver call).
 
     `art` (an Artifact or its content hash), when given, must be the artifact the project was
     generated from. `lengths` (B,) optionally gives each sequence its own length <= T (the rest
@@ -150,13 +232,14 @@ def run_csim(prj_dir, x_codes, art=None, lengths=None) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.integer):
         raise QornnError(f"the firmware takes integer input codes, got dtype {x.dtype}")
     B, T, _ = x.shape
-    if T > T_max:
+    stream = opts["io_type"] == "io_stream"
+    if T > T_max and not stream:
         raise QornnError(f"sequence length {T} exceeds the firmware's maximum length {T_max}; "
                          f"regenerate the project with --max-length {T} or more")
     xm = model_info["x_max"]
     if x.min() < -xm or x.max() > xm:
         raise QornnError(f"input codes must lie in [-{xm}, {xm}], got {int(x.min())}..{int(x.max())}")
-    if not meta.get("csim_exact", False):
+    if not meta.get("csim_exact", False) and not stream:
         raise QornnError("this model's outputs can exceed 2^53, which the float64 C-simulation interface "
                          "cannot carry exactly; the firmware itself is exact, verify it in RTL co-simulation")
     if lengths is None:
@@ -165,6 +248,14 @@ def run_csim(prj_dir, x_codes, art=None, lengths=None) -> np.ndarray:
         lens = np.asarray(lengths)
         if lens.shape != (B,) or not np.issubdtype(lens.dtype, np.integer) or lens.min() < 1 or lens.max() > T:
             raise QornnError(f"lengths must be {B} integers in 1..{T}")
+    if stream:  # one call: every sequence back to back, no padding, no maximum length
+        ys = run_stream(prj, [x[i, :L] for i, L in enumerate(lens)])
+        if model_info["output_mode"] == "last_step":
+            return np.stack(ys)
+        out = np.zeros((B, T, o), dtype=np.int64)
+        for i, (yi, L) in enumerate(zip(ys, lens)):
+            out[i, :L] = yi
+        return out
     xin = np.zeros((B, T_max, m), dtype=np.float64)
     xin[:, :T] = x
     model = _model(prj)

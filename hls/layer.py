@@ -60,6 +60,7 @@ def _make_layer_class():
             ChoiceAttribute("activation", ["modrelu", "relu"], configurable=False),
             ChoiceAttribute("output_mode", ["every_step", "last_step"], configurable=False),
             ChoiceAttribute("qornn_strategy", ["latency", "resource"], configurable=False),
+            ChoiceAttribute("qornn_io", ["io_parallel", "io_stream"], configurable=False),
             Attribute("m_w"),
             Attribute("m_u"),
             Attribute("shift"),
@@ -95,7 +96,9 @@ def _make_layer_class():
                 if np.shape(self.attributes[key]) != shape:
                     raise ValueError(f"QORNN layer {self.name}: {key} has shape {np.shape(self.attributes[key])}, "
                                      f"expected {shape}")
-            shape = [T, o] if self.attributes["output_mode"] == "every_step" else [o]
+            stream = self.attributes["qornn_io"] == "io_stream"
+            # io_stream: one call per time step, one output beat (every step, or after a `last` beat)
+            shape = [T, o] if self.attributes["output_mode"] == "every_step" and not stream else [o]
             self.add_output_variable(shape, precision=int_type(wd["out"]))
 
             # Weight layouts: nnet::dense_latency reads weights[i_in * n_out + j_out] (the transpose
@@ -192,6 +195,10 @@ _function_template = (
     "nnet::qornn<{input_t}, {input2_t}, {output_t}, {config}>"
     "({input}, {input2}, {output}, {w}, {u}, {v}, {b}, {c});"
 )
+_stream_function_template = (
+    "nnet::qornn<{input_t}, {output_t}, {config}>"
+    "({input}, {output}, {w}, {u}, {v}, {b}, {c});"
+)
 
 _include_list = ["nnet_utils/nnet_dense.h", "nnet_utils/nnet_qornn.h"]
 
@@ -243,12 +250,14 @@ def _make_templates(QORNN):
 
         def format(self, node):
             params = self._default_function_params(node)
-            second = node.get_input_variable(node.inputs[1])
-            params["input2_t"] = second.type.name
-            params["input2"] = second.name
             params.update(w=node.get_weights("w_rec").name, u=node.get_weights("w_in").name,
                           v=node.get_weights("w_out").name, b=node.get_weights("act_bias").name,
                           c=node.get_weights("out_bias").name)
+            if node.get_attr("qornn_io") == "io_stream":
+                return _stream_function_template.format(**params)
+            second = node.get_input_variable(node.inputs[1])
+            params["input2_t"] = second.type.name
+            params["input2"] = second.name
             return self.template.format(**params)
 
     return QORNNConfigTemplate, QORNNFunctionTemplate

@@ -30,7 +30,7 @@ from .options import DEFAULT_MAX_LENGTH, DEFAULT_PART, HlsOptions, validate_opti
 
 PROJECT_FILE = "qornn_hls.json"
 PROJECT_FORMAT = "qornn-hls-project"
-PROJECT_VERSION = 1
+PROJECT_VERSION = 2   # 2: io_stream speaks the stream protocol
 PROJECT_NAME = "qornn_core"
 INPUT_NAME = "qornn_input"     # names sort in argument order: hls4ml_config.yml is written
 LENGTH_NAME = "qornn_length"   # with sorted keys, and hls4ml's FilesystemModelGraph reads that order
@@ -82,22 +82,33 @@ def _hls_config(art, opts: HlsOptions, out_dir: Path, tb_in: Path, tb_out: Path)
                   # The core is one layer whose time loop must stay a loop: a top-level PIPELINE
                   # (hls4ml's default for io_parallel) would unroll it.
                   "PipelineStyle": "dataflow"},
-        "LayerName": {
-            INPUT_NAME: {"Precision": {"result": f"ap_int<{art.input_bits}>"}},
-            LENGTH_NAME: {"Precision": {"result": length_type(opts.max_length)}},
-        },
+        "LayerName": {INPUT_NAME: {"Precision": {"result": f"ap_int<{art.input_bits}>"}}}
+        | ({} if is_stream(opts) else {LENGTH_NAME: {"Precision": {"result": length_type(opts.max_length)}}}),
     }
     config["InputData"] = str(tb_in)
     config["OutputPredictions"] = str(tb_out)
     return config
 
 
+def is_stream(opts) -> bool:
+    """io_stream projects speak the stream protocol (one beat per step, start/last flags, no length
+    input, no maximum length); io_parallel keeps the array form with max_length."""
+    return opts.io_type == "io_stream"
+
+
+def input_names(opts) -> list[str]:
+    return [INPUT_NAME] if is_stream(opts) else [INPUT_NAME, LENGTH_NAME]
+
+
 def _layer_list(art, opts: HlsOptions) -> list[dict]:
-    return [
-        {"class_name": "InputLayer", "name": INPUT_NAME, "input_shape": [opts.max_length, art.input_size]},
-        {"class_name": "InputLayer", "name": LENGTH_NAME, "input_shape": [1]},
+    if is_stream(opts):  # one beat: m input codes, then the start and last flags
+        inputs = [{"class_name": "InputLayer", "name": INPUT_NAME, "input_shape": [art.input_size + 2]}]
+    else:
+        inputs = [{"class_name": "InputLayer", "name": INPUT_NAME, "input_shape": [opts.max_length, art.input_size]},
+                  {"class_name": "InputLayer", "name": LENGTH_NAME, "input_shape": [1]}]
+    return inputs + [
         {
-            "class_name": LAYER_CLASS, "name": LAYER_NAME, "inputs": [INPUT_NAME, LENGTH_NAME],
+            "class_name": LAYER_CLASS, "name": LAYER_NAME, "inputs": input_names(opts), "qornn_io": opts.io_type,
             "n_in": art.input_size, "n_hidden": art.hidden_size, "n_out": art.output_size,
             "max_len": opts.max_length, "activation": art.activation, "output_mode": art.output_mode,
             "qornn_strategy": opts.strategy.lower(),
@@ -117,7 +128,7 @@ def build_model_graph(art, opts: HlsOptions, out_dir: Path, tb_in: Path, tb_out:
     from hls4ml.model import ModelGraph
 
     config = _hls_config(art, opts, out_dir, tb_in, tb_out)
-    return ModelGraph.from_layer_list(config, _layer_list(art, opts), inputs=[INPUT_NAME, LENGTH_NAME],
+    return ModelGraph.from_layer_list(config, _layer_list(art, opts), inputs=input_names(opts),
                                       outputs=[LAYER_NAME])
 
 
@@ -128,6 +139,8 @@ def _testbench_data(art, opts: HlsOptions) -> tuple[np.ndarray, np.ndarray]:
     from qornn.testing import boundary_inputs
 
     rng = np.random.default_rng(int(art.content_hash()[:8], 16))
+    if is_stream(opts):
+        return _stream_testbench_data(art, rng)
     T = opts.max_length
     lengths = sorted({T, max(1, T // 2), max(1, T // 3), 1}, reverse=True)[:TB_SEQUENCES]
     rows_in, rows_out = [], []
@@ -144,6 +157,36 @@ def _testbench_data(art, opts: HlsOptions) -> tuple[np.ndarray, np.ndarray]:
         rows_in.append(np.concatenate([xp.ravel(), [L]]))
         rows_out.append(yp.ravel())
     return np.array(rows_in, dtype=np.int64), np.array(rows_out, dtype=np.int64)
+
+
+def stream_beats(art, seqs) -> np.ndarray:
+    """Sequences [(T_i, m) codes] as io_stream beats [x, start, last] (int64, (sum T_i, m+2))."""
+    lens = np.array([len(s) for s in seqs], dtype=np.int64)
+    beats = np.zeros((int(lens.sum()), art.input_size + 2), dtype=np.int64)
+    beats[:, :art.input_size] = np.concatenate(seqs)
+    ends = np.cumsum(lens)
+    beats[ends - lens, art.input_size] = 1
+    beats[ends - 1, art.input_size + 1] = 1
+    return beats
+
+
+def _stream_testbench_data(art, rng) -> tuple[np.ndarray, np.ndarray]:
+    """io_stream: one testbench row per beat. every_step: sequences of 1, 2, 5 and 16 steps back to
+    back, one output row per beat. last_step: the testbench expects one output per input row, so
+    its rows are sequences of one step (the C-simulation tests cover longer ones)."""
+    lengths = [1, 2, 5, 16] if art.output_mode == "every_step" else [1] * TB_SEQUENCES
+    seqs = [boundary_inputs_np(art, rng, L) for L in lengths]
+    from qornn.export.simulator import simulate
+
+    outs = [simulate(art, s[None], return_hidden=False).output[0] for s in seqs]
+    y = np.concatenate(outs) if art.output_mode == "every_step" else np.stack(outs)
+    return stream_beats(art, seqs), y.reshape(len(y), -1)
+
+
+def boundary_inputs_np(art, rng, length):
+    from qornn.testing import boundary_inputs
+
+    return boundary_inputs(art, rng, 1, length)[0]
 
 
 def project_meta(art, opts: HlsOptions, output_name: str) -> dict:
@@ -164,14 +207,20 @@ def project_meta(art, opts: HlsOptions, output_name: str) -> dict:
         "model": {"input_size": art.input_size, "hidden_size": art.hidden_size, "output_size": art.output_size,
                   "activation": art.activation, "output_mode": art.output_mode,
                   "input_bits": art.input_bits, "x_max": art.x_max},
-        "interface": {
+        "interface": ({
+            "project_name": PROJECT_NAME, "protocol": "stream (docs/hardware.md): one beat per step, no maximum length",
+            "inputs": [{"name": INPUT_NAME, "shape": [art.input_size + 2], "type": x_t,
+                        "beat": "m input codes, start flag, last flag"}],
+            "output": {"name": output_name, "shape": [art.output_size], "type": y_t,
+                       "beats": "one per step" if art.output_mode == "every_step" else "one after each last beat"},
+        } if is_stream(opts) else {
             "project_name": PROJECT_NAME,
             "inputs": [{"name": INPUT_NAME, "shape": [opts.max_length, art.input_size], "type": x_t},
                        {"name": LENGTH_NAME, "shape": [1], "type": length_type(opts.max_length)}],
             "output": {"name": output_name, "shape": ([opts.max_length, art.output_size]
                                                           if art.output_mode == "every_step" else [art.output_size]),
                        "type": y_t},
-        },
+        }),
         "types": {"x": x_t, "h": f"ap_int<{art.act_bits}>", "W": f"ap_int<{weight_bits(art.recurrent_bits)}>",
                   "U": f"ap_int<{weight_bits(art.input_weight_bits)}>",
                   "V": f"ap_int<{weight_bits(art.output_bits)}>", "b": f"ap_int<{wd['b']}>", "c": f"ap_int<{wd['c']}>",
@@ -220,7 +269,7 @@ def _retarget_yml(prj: Path, final: Path) -> None:
         if isinstance(cfg.get(key), str) and cfg[key].startswith(old):
             cfg[key] = final + cfg[key][len(old):]
     shapes = cfg["InputShapes"]
-    cfg["InputShapes"] = {k: shapes[k] for k in (INPUT_NAME, LENGTH_NAME)}
+    cfg["InputShapes"] = {k: shapes[k] for k in (INPUT_NAME, LENGTH_NAME) if k in shapes}
     path.write_text(yaml.dump(cfg, sort_keys=False))
 
 

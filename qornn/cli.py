@@ -23,31 +23,69 @@ def _positive(text: str) -> int:
 
 
 # -- train ---------------------------------------------------------------------------------
+# Options of `qornn train` and where each is kept in a run's plan/config (checked against it on --resume).
+TRAIN_OPTIONS = {
+    "task": ("task", "name", "copy"), "method": ("model", "method", "ste-bjorck"),
+    "hidden": ("model", "hidden_size", 64), "weight_bits": ("model", "weight_bits", 4),
+    "output_bits": ("model", "output_bits", None), "activation": ("model", "activation", "modrelu"),
+    "recurrent_bits": ("model", "recurrent_bits", None), "input_weight_bits": ("model", "input_weight_bits", None),
+    "narrow_range": ("model", "narrow_range", False),
+    "projunn_rank": ("model", "projunn_rank", 1), "projunn_mode": ("model", "projunn_mode", "D"),
+    "penalty": ("model", "penalty", 0.1), "length": ("task", "length", None),
+    "pixels_per_step": ("task", "pixels_per_step", None), "steps": ("train", "steps", 1000),
+    "epochs": ("train", "epochs", None), "batch_size": ("train", "batch_size", 64), "lr": ("train", "lr", 1e-3),
+    "orth_lr": ("train", "orth_lr", None), "optimizer": ("train", "optimizer", "adam"),
+    "lr_schedule": ("train", "lr_schedule", "none"), "lr_decay_every": ("train", "lr_decay_every", 0),
+    "lr_decay": ("train", "lr_decay", 0.1), "clip_grad": ("train", "clip_grad", 1.0),
+    "seed": ("train", "seed", 0), "device": ("train", "device", "cpu"),
+    "checkpoint_every": ("train", "checkpoint_every", 100), "checkpoint_seconds": ("train", "checkpoint_seconds", 60.0),
+    # integer-aware training (add_qat_options)
+    "act_bits": ("model", "act_bits", None), "input_bits": ("model", "input_bits", 8),
+    "act_scale": ("model", "act_scale", "lsq"), "weight_scale": ("model", "weight_scale", "max"),
+    "spectral_scale": ("model", "spectral_scale", False), "rounding": ("model", "rounding", "nearest"),
+    "quant_noise": ("model", "quant_noise", 0.0),
+}
+
+
 def add_train(sub):
-    p = sub.add_parser("train", help="train a QORNN and write a run directory")
-    p.add_argument("--task", default="copy", help="copy (default), adding, smnist, pmnist, ptb-char")
-    p.add_argument("--method", default="ste-bjorck",
-                   help="ste-bjorck (default), ste-projunn, ste-pen, ptq-projunn, fp")
-    p.add_argument("--hidden", type=_positive, default=64, help="hidden units (default 64)")
-    p.add_argument("--weight-bits", type=_positive, default=4, help="bits of W and U, 1..8 (default 4)")
-    p.add_argument("--recurrent-bits", type=_positive, default=None, help="bits of W alone (overrides --weight-bits)")
-    p.add_argument("--input-weight-bits", type=_positive, default=None, help="bits of U alone (overrides --weight-bits)")
-    p.add_argument("--narrow-range", action="store_true",
+    p = sub.add_parser("train", help="train a QORNN and write a run directory (crash-safe, resumable)")
+    p.add_argument("--task", help="copy (default), adding, smnist, pmnist, ptb-char")
+    p.add_argument("--method", help="ste-bjorck (default), ste-projunn, ste-pen, ptq-projunn, fp")
+    p.add_argument("--hidden", type=_positive, help="hidden units (default 64)")
+    p.add_argument("--weight-bits", type=_positive, help="bits of W and U, 1..8 (default 4)")
+    p.add_argument("--recurrent-bits", type=_positive, help="bits of W alone (overrides --weight-bits)")
+    p.add_argument("--input-weight-bits", type=_positive, help="bits of U alone (overrides --weight-bits)")
+    p.add_argument("--narrow-range", action="store_true", default=None,
                    help="symmetric weight codes [-(2^(k-1)-1), 2^(k-1)-1]; 2 bits = ternary {-1, 0, +1}")
-    p.add_argument("--output-bits", type=_positive, default=None, help="quantize V to this many bits during training")
-    p.add_argument("--activation", default="modrelu", help="modrelu (default) or relu")
-    p.add_argument("--projunn-rank", type=_positive, default=1, help="rank k of projUNN updates (default 1)")
-    p.add_argument("--projunn-mode", default="D", help="projUNN-D (polar, default) or T (tangent)")
-    p.add_argument("--penalty", type=float, default=0.1, help="ste-pen orthogonality penalty weight (default 0.1)")
-    p.add_argument("--length", type=_positive, default=None, help="sequence length (copy, adding, ptb-char)")
-    p.add_argument("--pixels-per-step", type=_positive, default=None, help="(s/p)MNIST pixels per step (default 1)")
-    p.add_argument("--steps", type=_positive, default=1000, help="optimizer steps; 0 writes the initial model")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=_positive, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("--output-bits", type=_positive, help="quantize V to this many bits during training")
+    p.add_argument("--activation", help="modrelu (default) or relu")
+    p.add_argument("--projunn-rank", type=_positive, help="rank k of projUNN updates (default 1)")
+    p.add_argument("--projunn-mode", help="projUNN-D (polar, default) or T (tangent)")
+    p.add_argument("--penalty", type=float, help="ste-pen orthogonality penalty weight (default 0.1)")
+    p.add_argument("--length", type=_positive, help="sequence length (copy: total, i.e. delay T0 + 20; adding, ptb-char)")
+    p.add_argument("--pixels-per-step", type=_positive, help="(s/p)MNIST pixels per step (default 1)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive, help="optimizer steps (default 1000); 0 writes the initial model")
+    budget.add_argument("--epochs", type=_positive, help="passes over a finite training set (smnist, pmnist, "
+                        "ptb-char): ceil(train size / batch size) steps each")
+    p.add_argument("--batch-size", type=_positive, help="(default 64)")
+    p.add_argument("--optimizer", help="adam (default) or rmsprop")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--orth-lr", type=float, help="learning rate of the recurrent matrix W alone (default: --lr; "
+                   "projUNN's references use lr/32)")
+    p.add_argument("--lr-schedule", help="none (default) or step: multiply by --lr-decay every --lr-decay-every")
+    p.add_argument("--lr-decay-every", type=_positive, help="epochs with --epochs, else steps, between decays")
+    p.add_argument("--lr-decay", type=float, help="step-decay factor in [0, 1] (default 0.1)")
+    p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this (default 1.0; 0 = off)")
+    p.add_argument("--seed", type=_positive, help="0 .. 2^64-1 (default 0)")
+    p.add_argument("--device", help="cpu (default) or cuda[:N]")
+    p.add_argument("--checkpoint-every", type=_positive, help="steps between checkpoints (default 100; 0 = time only)")
+    p.add_argument("--checkpoint-seconds", type=float, help="seconds between checkpoints (default 60; 0 = steps only)")
+    p.add_argument("--out", help="run directory to write (built in OUT.partial until training ends)")
+    p.add_argument("--resume", metavar="RUN", help="continue the unfinished training of RUN (all settings come "
+                   "from RUN.partial; other options must agree with them)")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory, or discard an "
+                   "unfinished one and start over")
     add_qat_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -65,59 +103,124 @@ def _rate(text: str) -> float:
 def add_qat_options(p) -> None:
     """Integer-aware training (issue 10): hidden-state QAT, scales, rounding. -> QORNN arguments."""
     g = p.add_argument_group("integer-aware training")
-    g.add_argument("--act-bits", type=_positive, default=None, help="quantize every step's hidden state to "
+    g.add_argument("--act-bits", type=_positive, help="quantize every step's hidden state to "
                    "this many bits in training (2..16), exactly as the integer loop will; export then uses "
                    "the trained scales (default: off, calibrate at export)")
-    g.add_argument("--input-bits", type=_positive, default=8, help="input bits with --act-bits (default 8)")
-    g.add_argument("--act-scale", default="lsq", help="hidden scale with --act-bits: lsq (learned, default) "
+    g.add_argument("--input-bits", type=_positive, help="input bits with --act-bits (default 8)")
+    g.add_argument("--act-scale", help="hidden scale with --act-bits: lsq (learned, default) "
                    "or max (tracked running maximum)")
-    g.add_argument("--weight-scale", default="max", help="weight scales: max (max-abs, default), lsq "
+    g.add_argument("--weight-scale", help="weight scales: max (max-abs, default), lsq "
                    "(learned), po2 (powers of two: every requant multiplier 1, the loop only shifts)")
-    g.add_argument("--spectral-scale", action="store_true", help="shrink the scale of q(W) so that "
+    g.add_argument("--spectral-scale", action="store_true", default=None, help="shrink the scale of q(W) so that "
                    "sigma_max(q(W)) <= 1 (same codes): a non-expansive quantized recurrence")
-    g.add_argument("--rounding", default="nearest", help="weight rounding in training: nearest (default) "
+    g.add_argument("--rounding", help="weight rounding in training: nearest (default) "
                    "or stochastic (unbiased)")
-    g.add_argument("--quant-noise", type=_rate, default=0.0, help="Quant-Noise: quantize only this random "
+    g.add_argument("--quant-noise", type=_rate, help="Quant-Noise: quantize only this random "
                    "fraction of the weights each training step (default 0: all)")
 
 
-def qat_model_kwargs(args) -> dict:
-    return dict(act_bits=args.act_bits, input_bits=args.input_bits, act_scale=args.act_scale,
-                weight_scale=args.weight_scale, spectral_scale=args.spectral_scale, rounding=args.rounding,
-                quant_noise=args.quant_noise)
+QAT_OPTIONS = ("act_bits", "input_bits", "act_scale", "weight_scale", "spectral_scale", "rounding", "quant_noise")
+
+
+def _as_options(e: QornnError) -> QornnError:
+    """A TrainConfig error about field 'clip_grad' speaks of --clip-grad on the command line."""
+    import re
+
+    return QornnError(re.sub(r"field '(\w+)'", lambda m: "--" + m.group(1).replace("_", "-"), str(e)))
+
+
+def _train_value(args, dest):
+    v = getattr(args, dest)
+    return TRAIN_OPTIONS[dest][2] if v is None else v
 
 
 def build_model_and_task(args):
+    """TrainConfig, task and model of `qornn train`: every value checked before anything is allocated."""
     import torch
 
     from qornn.train import QORNN
+    from qornn.train.config import TrainConfig, resolve_epochs, train_size
     from qornn.train.tasks import make_task
+    from qornn.train.trainer import check_budget
 
-    task = make_task(args.task, length=args.length, pixels_per_step=args.pixels_per_step)
-    if args.hidden <= 0:
-        raise QornnError(f"--hidden must be a positive integer, got {args.hidden}")
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        raise QornnError(f"device {args.device!r} is not available here (use --device cpu)")
-    torch.manual_seed(args.seed)
-    model = QORNN(task.input_size, args.hidden, task.output_size, weight_bits=args.weight_bits,
-                  activation=args.activation, method=args.method, output_mode=task.output_mode,
-                  output_bits=args.output_bits, projunn_rank=args.projunn_rank, projunn_mode=args.projunn_mode,
-                  penalty=args.penalty, recurrent_bits=args.recurrent_bits,
-                  input_weight_bits=args.input_weight_bits, narrow_range=args.narrow_range,
-                  **qat_model_kwargs(args))
-    return model, task
+    v = lambda dest: _train_value(args, dest)  # noqa: E731
+    try:
+        cfg = TrainConfig(**{dest: v(dest) for dest, (sec, _, _) in TRAIN_OPTIONS.items() if sec == "train"}).validate()
+    except QornnError as e:
+        raise _as_options(e) from None
+    task = make_task(v("task"), length=v("length"), pixels_per_step=v("pixels_per_step"))
+    train_size(task)  # a finite dataset is loaded (and its cache checked) now, before anything is written
+    cfg = resolve_epochs(cfg, task)
+    if cfg.epochs is not None and cfg.lr_schedule == "step":
+        cfg.lr_decay_every *= cfg.steps // cfg.epochs
+    if v("hidden") <= 0:
+        raise QornnError(f"--hidden must be a positive integer, got {v('hidden')}")
+    if cfg.device != "cpu" and not (cfg.device.startswith("cuda") and torch.cuda.is_available()):
+        raise QornnError(f"device {cfg.device!r} is not available here (use --device cpu)")
+    model_kw = dict(weight_bits=v("weight_bits"), activation=v("activation"), method=v("method"),
+                    output_mode=task.output_mode, output_bits=v("output_bits"), projunn_rank=v("projunn_rank"),
+                    projunn_mode=v("projunn_mode"), penalty=v("penalty"), recurrent_bits=v("recurrent_bits"),
+                    input_weight_bits=v("input_weight_bits"), narrow_range=v("narrow_range"),
+                    **{dest: v(dest) for dest in QAT_OPTIONS})
+    check_budget({"hidden_size": v("hidden"), "input_size": task.input_size, "output_size": task.output_size,
+                  "output_mode": task.output_mode}, task, cfg)
+    torch.manual_seed(cfg.seed)
+    model = QORNN(task.input_size, v("hidden"), task.output_size, **model_kw)
+    return model, task, cfg
 
 
 def cmd_train(args) -> int:
-    from qornn.train.trainer import train
+    from qornn.train.trainer import TrainingInterrupted, resume_run, train
 
-    model, task = build_model_and_task(args)
-    final = train(model, task, args.steps, args.out, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                  force=args.force, device=args.device)
+    try:
+        if args.resume is not None:
+            final, model, task, plan = _resume(args, resume_run)
+            steps, out = plan["train"]["steps"], plan["out"]
+        else:
+            if args.out is None:
+                raise QornnError("--out is required (or --resume RUN to continue an unfinished training)")
+            model, task, cfg = build_model_and_task(args)
+            final = train(model, task, out=args.out, force=args.force, **cfg.to_dict())
+            steps, out = cfg.steps, args.out
+    except TrainingInterrupted as e:
+        print(f"qornn: {e.message}", file=sys.stderr)
+        return 130
     m = task.metric
-    print(f"wrote {args.out}: {m} float {final['float'][m]:.4f}, fake-quantized {final['quantized'][m]:.4f} "
-          f"({task.name}, {args.method}, hidden {args.hidden}, {args.weight_bits}-bit weights, {args.steps} steps)")
+    print(f"wrote {out}: {m} float {final['float'][m]:.4f}, fake-quantized {final['quantized'][m]:.4f} "
+          f"({task.name}, {model.method}, hidden {model.hidden_size}, {model.weight_bits}-bit weights, {steps} steps)")
     return 0
+
+
+def _resume(args, resume_run):
+    """--resume RUN: options given beside it must agree with the saved plan."""
+    from pathlib import Path
+
+    from qornn.jsonio import read_json
+    from qornn.train.resume import PLAN_FILE, partial_dir, run_of
+
+    run = run_of(Path(args.resume))
+    if args.out is not None and Path(args.out) != run:
+        raise QornnError(f"--out {args.out} conflicts with --resume {args.resume} (a run resumes in place)")
+    pdir = partial_dir(run)
+    if not pdir.is_dir():
+        done = (run / "config.json").is_file()
+        raise QornnError(f"{run} {'is already finished' if done else 'has no unfinished training'}: "
+                         f"nothing to resume ({pdir} not found)")
+    if not (pdir / PLAN_FILE).exists():
+        raise QornnError(f"{pdir} was left before its training started (no {PLAN_FILE}): train again with --force")
+    plan = read_json(pdir / PLAN_FILE, "training plan")
+    for dest, (sec, key, _) in TRAIN_OPTIONS.items():
+        given = getattr(args, dest)
+        if given is None or not isinstance(plan, dict) or not isinstance(plan.get(sec), dict):
+            continue
+        saved = plan[sec].get(key)
+        if dest == "lr_decay_every" and plan[sec].get("epochs"):
+            given *= plan[sec]["steps"] // plan[sec]["epochs"]
+        if given != saved:
+            raise QornnError(f"--{dest.replace('_', '-')} {given} conflicts with the saved {key} {saved!r} of {run}; "
+                             "--resume continues with the run's own settings (or train anew with --force)")
+    final, model, task, plan = resume_run(run, force=args.force)
+    return final, model, task, plan | {"out": str(run)}
 
 
 # -- export --------------------------------------------------------------------------------
@@ -134,23 +237,43 @@ def add_export(sub):
                    help="shrink the scale of q(W) to sigma_max(q(W)) <= 1 (default: as trained)")
     p.add_argument("--calibrate", action="store_true", help="calibrate the hidden scale post hoc even for a "
                    "run trained with --act-bits")
+    p.add_argument("--target-sqnr", type=float, default=None, metavar="DB",
+                   help="pick the smallest hidden-state width whose SQNR reaches DB (overrides --act-bits)")
     p.add_argument("--out", required=True, help="artifact directory to write")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_export)
 
 
-def export_run(run, out, act_bits=None, input_bits=None, output_bits=None, force=False, weight_scale=None,
-               spectral_scale=None, calibrate=False):
-    """run dir -> artifact dir (with model.onnx); returns (artifact, footprint, task)."""
+def export_run(run, out, act_bits=None, input_bits=None, output_bits=None, force=False, target_sqnr=None,
+               weight_scale=None, spectral_scale=None, calibrate=False):
+    """run dir -> artifact dir (with model.onnx); returns (artifact, costs, task, sqnr)."""
+    from qornn.atomic import refuse_overlap
     from qornn.export.artifact import save_artifact
+    from qornn.export.costs import energy_per_step, footprint
     from qornn.export.exporter import export_model
+    from qornn.export.sqnr import hidden_sqnr, smallest_act_bits, weight_sqnr
     from qornn.train.checkpoint import load_run
 
+    refuse_overlap(out, [run], "artifact directory")
     model, task, cfg = load_run(run)
-    art, fp = export_model(model, task, act_bits, input_bits, output_bits, provenance={"run": str(run)},
-                           weight_scale=weight_scale, spectral_scale=spectral_scale, calibrate_hidden=calibrate)
+    if target_sqnr is not None and model.act is not None and not calibrate:
+        raise QornnError(f"--target-sqnr picks a calibrated hidden width, but this run was trained with "
+                         f"--act-bits {model.act_bits}: export it as trained, or add --calibrate")
+
+    def export(bits):
+        return export_model(model, task, bits, input_bits, output_bits, provenance={"run": str(run)},
+                            weight_scale=weight_scale, spectral_scale=spectral_scale,
+                            calibrate_hidden=calibrate)[0]
+
+    if target_sqnr is not None:
+        _, art, h_sqnr = smallest_act_bits(model, task, target_sqnr, export)
+    else:
+        art = export(act_bits)
+        h_sqnr = hidden_sqnr(model, task, art)
+    sqnr = weight_sqnr(model, art) | {"h": h_sqnr}
+    art.provenance["sqnr_db"] = {k: (v if v != float("inf") else "inf") for k, v in sqnr.items()}
     save_artifact(art, out, force=force, extra_files=_extra_files(art))
-    return art, fp, task
+    return art, {"footprint": footprint(art), "energy": energy_per_step(art)}, task, sqnr
 
 
 def _extra_files(art) -> dict:
@@ -162,25 +285,30 @@ def _extra_files(art) -> dict:
 
 
 def cmd_export(args) -> int:
-    art, fp, _ = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits, args.force,
-                            args.weight_scale, args.spectral_scale, args.calibrate)
-    cal, how = art.provenance["calibration"], art.provenance["scales"]
-    print(f"wrote {args.out}")
-    if cal is None:
-        print(f"  trained     : s_h {how['hidden']}, s_x {how['input']}; weight scales {how['weights']}"
-              f"{', spectral' if how['spectral'] else ''} (hidden-state QAT: no calibration)")
-    else:
-        print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
-              f"({cal['batches']}x{cal['batch_size']} sequences); weights {how['weights']}"
-              f"{', spectral' if how['spectral'] else ''}")
+    art, costs, _, sqnr = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits,
+                                     args.force, args.target_sqnr, args.weight_scale, args.spectral_scale,
+                                     args.calibrate)
+    cal, how = art.provenance.get("calibration"), art.provenance.get("scales", {})
+    fp, en = costs["footprint"], costs["energy"]
     e_w, e_u = art.requant_errors()
+    spectral = ", spectral" if how.get("spectral") else ""
+    print(f"wrote {args.out}")
+    if cal:
+        print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
+              f"({cal['batches']}x{cal['batch_size']} sequences); weights {how.get('weights')}{spectral}")
+    else:
+        print(f"  trained     : s_h {how.get('hidden')}, s_x {how.get('input')}; weight scales {how.get('weights')}"
+              f"{spectral} (hidden-state QAT: no calibration)")
     print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g} ({art.scale_mode})")
     print(f"  requant     : M_W/2^S_W = {art.m_w}/2^{art.shift_w} (relative error {e_w:.2g}), "
           f"M_U/2^S_U = {art.m_u}/2^{art.shift_u} (relative error {e_u:.2g})")
     print(f"  bits        : W {art.recurrent_bits}, U {art.input_weight_bits}, V {art.output_bits}, "
           f"inputs {art.input_bits}, hidden {art.act_bits}; widest accumulator {max(art.widths().values())} bits")
-    print(f"  footprint   : {fp['integer_bytes']} B integer vs {fp['float32_bytes']} B float32 "
-          f"({fp['compression']}x smaller, {fp['parameters']} parameters)")
+    print("  SQNR        : " + ", ".join(f"{k} {v:.1f} dB" for k, v in sqnr.items()))
+    print(f"  footprint   : {fp['integer_bytes']} B raw, {fp['huffman_bytes']} B Huffman-coded, vs "
+          f"{fp['float32_bytes']} B float32 ({fp['compression']}x smaller raw, {fp['parameters']} parameters)")
+    print(f"  energy      : ~{en['integer_pj']:.0f} pJ per step estimated (weights in SRAM) vs ~{en['float32_pj']:.0f} "
+          f"pJ in float32 ({en['ratio']}x; 45 nm operation energies, Horowitz 2014)")
     return 0
 
 
@@ -192,47 +320,18 @@ def add_simulate(sub):
     p.add_argument("--out", required=True, help=".npy file for the integer output codes")
     p.add_argument("--hidden-out", default=None, help="optional .npy file for the integer hidden codes")
     p.add_argument("--real", action="store_true", help="write real values (codes x scale) instead of codes")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_simulate)
 
 
-def load_npy(path):
-    import numpy as np
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise QornnError(f"input file {path} not found") from None
-    except (ValueError, OSError, EOFError) as e:
-        raise QornnError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
-
-
-def save_npy(path, array) -> None:
-    import io
-
-    import numpy as np
-
-    from qornn.atomic import write_bytes_atomic
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    try:
-        write_bytes_atomic(path, buf.getvalue())
-    except OSError as e:
-        raise QornnError(f"cannot write {path}: {e.strerror}") from None
-
-
 def cmd_simulate(args) -> int:
-    from qornn.export.artifact import load_artifact
-    from qornn.export.simulator import simulate
+    """Streams the input in blocks (memory bounded for any length); see qornn.simfiles."""
+    from qornn.simfiles import simulate_files
 
-    art = load_artifact(args.artifact)
-    x = load_npy(args.input)
-    res = simulate(art, x, return_hidden=args.hidden_out is not None)
-    save_npy(args.out, res.output_real if args.real else res.output)
-    if args.hidden_out:
-        save_npy(args.hidden_out, res.hidden_real if args.real else res.hidden)
-    print(f"wrote {args.out}: outputs {res.output.shape} ({'real' if args.real else 'int64 codes'}, "
-          f"scale {res.output_scale:.6g}) for {x.shape[0]} sequences of {x.shape[1]} steps")
+    r = simulate_files(args.artifact, args.input, args.out, args.hidden_out, real=args.real, force=args.force)
+    print(f"wrote {args.out}: outputs {r['output_shape']} ({'real' if args.real else 'int64 codes'}, "
+          f"scale {r['output_scale']:.6g}) for {r['batch']} sequences of {r['time']} steps"
+          + (f"; hidden {'values' if args.real else 'codes'} in {args.hidden_out}" if args.hidden_out else ""))
     return 0
 
 
@@ -241,13 +340,14 @@ def add_demo(sub):
     p = sub.add_parser("demo", help="train, export, simulate and verify a small copy-task QORNN")
     p.add_argument("--out", default="demo-out", help="where the demo writes its files (default demo-out)")
     p.add_argument("--steps", type=_positive, default=None, help="training steps (default: the demo's own)")
+    p.add_argument("--force", action="store_true", help="use --out even if it holds files the demo did not write")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from qornn.demo import run_demo
 
-    return run_demo(args.out, steps=args.steps)
+    return run_demo(args.out, steps=args.steps, force=args.force)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -285,32 +385,92 @@ def cmd_report(args) -> int:
 def add_bench(sub):
     from qornn.reproduce import ALL_METHODS
 
-    p = sub.add_parser("bench", help="reproduction grid: methods x weight bits, float / fake-quantized / integer")
+    p = sub.add_parser("bench", help="reproduction grid: methods x weight bits x seeds, float / fake-quantized / "
+                       "integer; cells run on Ray and resume after a kill")
     p.add_argument("--task", default="copy")
     p.add_argument("--methods", nargs="+", default=ALL_METHODS)
     p.add_argument("--bits", nargs="+", type=_positive, default=[3, 4, 5, 6, 7, 8])
     p.add_argument("--hidden", type=_positive, default=64)
-    p.add_argument("--steps", type=_positive, default=1000)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive, default=None, help="optimizer steps per cell (default 1000)")
+    budget.add_argument("--epochs", type=_positive, default=None, help="epochs per cell (finite datasets)")
     p.add_argument("--length", type=_positive, default=None)
     p.add_argument("--pixels-per-step", type=_positive, default=None)
     p.add_argument("--act-bits", type=_positive, default=12)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", help="adam (default) or rmsprop")
+    p.add_argument("--orth-lr", type=float, default=None, help="learning rate of W alone (default: --lr)")
+    p.add_argument("--clip-grad", type=float, default=1.0, help="gradient-norm clip (default 1.0; 0 = off)")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--eval-batches", type=_positive, default=4, help="held-out batches of 128 (0 = whole test split)")
-    p.add_argument("--seed", type=_positive, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_positive, default=None, help="one seed (default 0)")
+    seeds.add_argument("--seeds", type=_positive, nargs="+", default=None, help="several seeds: tables show mean ± std")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--ray-address", default=None, help="run the cells on an existing Ray cluster (default: a local "
+                   "in-process Ray)")
+    p.add_argument("--workers", type=_positive, default=None, help="cells at a time on the local Ray (default 2)")
+    p.add_argument("--no-ray", action="store_true", help="run the cells one after another in this process")
     p.add_argument("--out", required=True, help="directory for results.csv, results.md, sweep.png and the runs")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
+    """Exit 0 when every cell succeeded; 1 when some failed (their errors are in results.md)."""
+    from pathlib import Path
+
     from qornn.reproduce import run_grid
 
+    if args.no_ray and (args.ray_address or args.workers):
+        raise QornnError("--no-ray runs in this process: it takes neither --ray-address nor --workers")
     opts = {k: v for k, v in (("length", args.length), ("pixels_per_step", args.pixels_per_step)) if v}
-    run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
-             lr=args.lr, batch_size=args.batch_size, seed=args.seed, task_options=opts,
-             eval_batches=args.eval_batches or None, device=args.device)
-    print((__import__("pathlib").Path(args.out) / "results.md").read_text())
+    try:
+        from qornn.train.config import TrainConfig
+
+        TrainConfig(lr=args.lr, optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad,
+                    batch_size=args.batch_size, device=args.device).validate()
+        for s in args.seeds or [args.seed or 0]:
+            TrainConfig(seed=s).validate()
+    except QornnError as e:
+        raise _as_options(e) from None
+    rows = run_grid(args.task, args.methods, args.bits, args.hidden, args.steps, args.out, act_bits=args.act_bits,
+                    lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds, task_options=opts,
+                    eval_batches=args.eval_batches or None, device=args.device, use_ray=not args.no_ray,
+                    ray_address=args.ray_address, workers=args.workers, epochs=args.epochs,
+                    optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad)
+    print((Path(args.out) / "results.md").read_text())
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"qornn: error: {len(failed)} of {len(rows)} cells failed (see {Path(args.out) / 'results.md'})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- sensitivity ---------------------------------------------------------------------------
+def add_sensitivity(sub):
+    p = sub.add_parser("sensitivity", help="metric of the integer model with each tensor at lower widths; "
+                       "a bit allocation under a budget")
+    p.add_argument("run", help="run directory from `qornn train`")
+    p.add_argument("--out", required=True, help="directory for sensitivity.md, sensitivity.png, sensitivity.json")
+    p.add_argument("--act-bits", type=_positive, default=None,
+                   help="base hidden-state width (default: as trained with --act-bits, else 8)")
+    p.add_argument("--input-bits", type=_positive, default=None, help="base input width (default: as trained, else 8)")
+    p.add_argument("--output-bits", type=_positive, default=None, help="base width of V (default: as trained, else 8)")
+    p.add_argument("--budget-bits", type=_positive, default=None,
+                   help="recommend W/U/V widths whose weights fit this many bits")
+    p.add_argument("--eval-batches", type=_positive, default=4, help="held-out batches of 128 (0 = whole test split)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_sensitivity)
+
+
+def cmd_sensitivity(args) -> int:
+    from qornn.sensitivity import run_sensitivity
+
+    run_sensitivity(args.run, args.out, args.act_bits, args.input_bits, args.output_bits,
+                    args.eval_batches or None, args.budget_bits, args.force)
+    print((__import__("pathlib").Path(args.out) / "sensitivity.md").read_text().rstrip())
+    print(f"wrote {args.out}/sensitivity.md, sensitivity.png, sensitivity.json")
     return 0
 
 
@@ -325,9 +485,10 @@ def add_hls(sub):
     p.add_argument("--strategy", default="Latency", help="Latency (default) or Resource (nnet::dense kernels)")
     p.add_argument("--part", default=None, help="FPGA part (default xcvu13p-flga2577-2-e)")
     p.add_argument("--clock-period", type=float, default=5, help="clock period in ns (default 5)")
-    p.add_argument("--max-length", type=_positive, default=1024, help="longest sequence the core takes (default 1024)")
-    p.add_argument("--io-type", default="io_stream", help="io_stream (default: one AXI-stream beat per time step) "
-                   "or io_parallel (whole sequence as one array)")
+    p.add_argument("--max-length", type=_positive, default=1024, help="io_parallel: longest sequence the core takes "
+                   "(default 1024); io_stream has no maximum")
+    p.add_argument("--io-type", default="io_stream", help="io_stream (default: the stream protocol, one beat per "
+                   "time step with start/last flags) or io_parallel (whole sequence as one array)")
     p.add_argument("--compile", action="store_true", help="also compile the C-simulation library (g++)")
     p.add_argument("--build", action="store_true", help="also run HLS synthesis (needs vitis_hls / vivado_hls)")
     p.add_argument("--force", action="store_true", help="replace an existing project directory")
@@ -335,15 +496,19 @@ def add_hls(sub):
 
 
 def cmd_hls(args) -> int:
+    from qornn.atomic import refuse_overlap
     from qornn.hls import build_project, compile_project, read_meta, write_project
 
+    refuse_overlap(args.out, [args.artifact], "project directory")
     prj = write_project(args.artifact, args.out, backend=args.backend, reuse_factor=args.reuse_factor,
                         part=args.part, clock_period=args.clock_period, max_length=args.max_length,
                         strategy=args.strategy, force=args.force, io_type=args.io_type)
     meta = read_meta(prj)
     o, mdl, t = meta["options"], meta["model"], meta["types"]
+    length = ("stream protocol: one beat per step, no maximum length" if o["io_type"] == "io_stream"
+              else f"max length {o['max_length']}")
     print(f"wrote {prj}: hls4ml {o['backend']} project ({o['io_type']}, {o['strategy']}, reuse factor "
-          f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, max length {o['max_length']})")
+          f"{o['reuse_factor']}, part {o['part']}, clock {o['clock_period']} ns, {length})")
     print(f"  core   : hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, outputs {mdl['output_size']}, "
           f"{mdl['activation']}, {mdl['output_mode']}")
     print(f"  types  : x {t['x']}, h {t['h']}, W {t['W']}, U {t['U']}, V {t['V']}, acc {t['acc_w']} / {t['acc_u']}, "
@@ -371,8 +536,14 @@ def add_verify(sub):
     p.add_argument("artifact", help="artifact directory from `qornn export`")
     p.add_argument("--onnx", action="store_true", help="run ARTIFACT/model.onnx with onnxruntime")
     p.add_argument("--hls", default=None, metavar="PRJ_DIR", help="hls4ml project directory to C-simulate")
+    p.add_argument("--rtl", default=None, metavar="RTL_DIR", help="Verilog core directory (qornn rtl) to simulate "
+                   "in Verilator")
     p.add_argument("--sequences", type=_positive, default=64, help="random input sequences (default 64)")
-    p.add_argument("--length", type=_positive, default=500, help="time steps per sequence (default 500)")
+    p.add_argument("--length", type=_positive, default=None,
+                   help="time steps per sequence (default 500); with --budget the longest length (default 3000)")
+    p.add_argument("--budget", type=_positive, default=None, metavar="N",
+                   help="compare at least N integers per executor, on random, boundary, saturating and extreme "
+                        "sequences of lengths spread from 1 to --length (replaces --sequences)")
     p.add_argument("--seed", type=_positive, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
@@ -383,12 +554,51 @@ def cmd_verify(args) -> int:
     from qornn.verify import format_table, verify
 
     report = verify(args.artifact, onnx=args.onnx, hls_dir=args.hls, sequences=args.sequences,
-                    length=args.length, seed=args.seed)
+                    length=args.length, seed=args.seed, budget=args.budget, rtl_dir=args.rtl)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["ok"] else 1
 
 
-COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench, add_hls]
+# -- rtl -----------------------------------------------------------------------------------
+def add_rtl(sub):
+    p = sub.add_parser("rtl", help="write the Verilog core of an artifact (Verilator test bench; open synthesis)")
+    p.add_argument("artifact", help="artifact directory from `qornn export`")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--arch", default="parallel", help="parallel (default: one step per clock, weights in logic) "
+                   "or folded (P MAC lanes, weights in block RAM)")
+    p.add_argument("--lanes", type=_positive, default=None, help="folded: MAC lanes P (default min(4, hidden))")
+    p.add_argument("--target", default="ice40-up5k", help="ice40-up5k (default), ice40-hx8k, ecp5-25k, ecp5-85k, "
+                   "xilinx (synth_xilinx counts, no place-and-route)")
+    p.add_argument("--synth", action="store_true", help="also run yosys + nextpnr and write report.json / report.md")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_rtl)
+
+
+def cmd_rtl(args) -> int:
+    from qornn.atomic import refuse_overlap
+    from qornn.rtl import read_meta, write_rtl
+
+    refuse_overlap(args.out, [args.artifact], "RTL directory")
+    out = write_rtl(args.artifact, args.out, arch=args.arch, lanes=args.lanes, target=args.target, force=args.force)
+    meta = read_meta(out)
+    mdl, st, o = meta["model"], meta["stats"], meta["options"]
+    arch = o["arch"] + (f", {st['lanes']} lanes + {st['output_lanes']} output lanes" if o["arch"] == "folded" else "")
+    print(f"wrote {out}: {arch} Verilog core, hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, "
+          f"outputs {mdl['output_size']}, {st['cycles_per_step']} clock(s) per step")
+    print(f"  verify    : qornn verify {args.artifact} --rtl {out}")
+    if args.synth:
+        from qornn.rtl.synth import format_report, synthesize
+
+        print(f"  synthesis : yosys + nextpnr for {o['target']} (can take minutes) ...", flush=True)
+        report = synthesize(out)
+        print(format_report(report), end="")
+        if "error" in report:
+            raise QornnError(f"synthesis did not finish: {report['error']}")
+    return 0
+
+
+COMMANDS = [add_train, add_export, add_simulate, add_verify, add_demo, add_data, add_report, add_bench,
+            add_sensitivity, add_hls, add_rtl]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -396,6 +606,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _get_values(self, action, arg_strings):
+        # argparse drops a lone '--' value (`--hidden=--`) and then returns [] without calling the
+        # option's type: refuse it here, where the value enters, rather than in every command.
+        if action.option_strings and action.nargs in (None, "+") and not [a for a in arg_strings if a != "--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return super()._get_values(action, arg_strings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,19 +627,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. Every failure ends as one line on stderr and a non-zero exit: QornnError
+    (the user's input) exit 2, interrupt 130, anything unforeseen exit 3 with its type named
+    (set QORNN_DEBUG=1 for the traceback)."""
+    import os
+
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except QornnError as e:
-        print(f"qornn: error: {e}", file=sys.stderr)
+        print(f"qornn: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qornn: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
-        print(f"qornn: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+    except MemoryError:
+        print("qornn: error: out of memory (the sizes asked for do not fit this machine)", file=sys.stderr)
         return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"qornn: error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        return 2
+    except SystemExit:
+        raise
+    except BaseException as e:  # a bug: still one line, never a traceback (unless asked for)
+        if os.environ.get("QORNN_DEBUG"):
+            raise
+        print(f"qornn: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(please report it; QORNN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

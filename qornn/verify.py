@@ -1,10 +1,14 @@
 """`qornn verify`: run every executor of an artifact on the same inputs and compare integers.
 
 The NumPy simulator is the golden model (docs/spec.md). Each other executor gets the same input
-codes -- random sequences from ``np.random.default_rng(seed)`` plus cases aimed at saturation
-(qornn.testing.boundary_inputs, constant +x_max / -x_max / 0 runs, an alternating full-scale
-run, length-1 sequences) -- and its output codes, and hidden codes where it returns them, must
-equal the simulator's with ``np.array_equal``. There is no tolerance anywhere.
+codes -- random, boundary, saturating and extreme sequences from ``np.random.default_rng(seed)``
+(qornn.verify_cases) -- and its output codes, and hidden codes where it returns them, must equal
+the simulator's with ``np.array_equal``. There is no tolerance anywhere.
+
+Either ``--sequences S --length T`` (S random sequences of length T plus the other kinds), or
+``--budget N``: batches over lengths spread from 1 to ``--length`` (default 3000) until every
+executor has compared at least N integers. Batches are generated and compared one at a time, so
+memory stays bounded; one sequence that cannot fit in memory is refused before it is generated.
 """
 
 from __future__ import annotations
@@ -48,6 +52,15 @@ def _hls_executor(art, prj_dir, x):
     return run_csim(prj_dir, x, art), None
 
 
+def _rtl_executor(art, rtl_dir, x):
+    """Verilator simulation of the Verilog core in RTL_DIR (qornn.rtl): all sequences of the chunk
+    back to back through one model instance, with random valid/ready stalls; checks it was
+    generated from `art`. Returns output and hidden codes (the core's dbg_h port)."""
+    from qornn.rtl.sim import run_rtl
+
+    return run_rtl(rtl_dir, x, art, seed=int(x.shape[0] * 7919 + x.shape[1]))
+
+
 # name -> callable(art, where, x_codes) -> (y_codes, h_codes or None).
 # `where` is the directory the executor reads: the artifact directory for "onnx", the --hls
 # project directory for "hls-csim".
@@ -56,32 +69,19 @@ def _hls_executor(art, prj_dir, x):
 EXECUTORS: dict[str, Executor] = {
     "onnx": _onnx_executor,
     "hls-csim": _hls_executor,
+    "rtl-verilator": _rtl_executor,
 }
 
 
-def make_cases(art, sequences: int, length: int, seed: int) -> list[np.ndarray]:
-    """Input-code batches, each (B, T, m) int64: random + boundary cases at `length`, and length 1."""
-    from qornn.testing import boundary_inputs
+def max_length_of(name: str, where: str) -> int | None:
+    """The longest sequence an executor takes (None: any). An io_parallel hls4ml project is
+    compiled for its --max-length; io_stream projects and the RTL cores take any length."""
+    if name == "hls-csim":
+        from qornn.hls.project import read_meta
 
-    rng = np.random.default_rng(seed)
-    xm, m = art.x_max, art.input_size
-    full = [rng.integers(-xm, xm + 1, size=(sequences, length, m), dtype=np.int64),
-            boundary_inputs(art, rng, max(2, sequences // 4), length)]
-    alt = np.where(np.arange(length) % 2 == 0, xm, -xm)[None, :, None]
-    full.append(np.stack([np.full((length, m), xm), np.full((length, m), -xm), np.zeros((length, m)),
-                          np.broadcast_to(alt, (1, length, m))[0]]).astype(np.int64))
-    one = [rng.integers(-xm, xm + 1, size=(max(1, min(sequences, 16)), 1, m), dtype=np.int64),
-           np.array([[[xm] * m], [[-xm] * m], [[0] * m]], dtype=np.int64)]
-    if length == 1:
-        return [np.concatenate(full + one)]
-    return [np.concatenate(full), np.concatenate(one)]
-
-
-def _chunks(x: np.ndarray, width: int):
-    """Split the batch so that one chunk's (B, T, width) arrays stay near 2^23 values."""
-    step = max(1, (1 << 23) // (x.shape[1] * max(1, width)))
-    for i in range(0, x.shape[0], step):
-        yield x[i:i + step]
+        opts = read_meta(where)["options"]
+        return None if opts.get("io_type") == "io_stream" else int(opts["max_length"])
+    return None
 
 
 def _first_diff(name, want, got):
@@ -89,18 +89,29 @@ def _first_diff(name, want, got):
     return {"tensor": name, "index": list(idx), "expected": int(want[idx]), "got": int(got[idx])}
 
 
-def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: int = 64, length: int = 500,
-           seed: int = 0) -> dict:
+DEFAULT_BUDGET_LENGTH = 3000
+
+
+def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: int = 64, length: int | None = None,
+           seed: int = 0, budget: int | None = None, rtl_dir: str | None = None) -> dict:
     """Compare every requested executor with the simulator; returns a report (see `format_table`).
 
     Rows: executor, sequences, steps (sequences x time steps), values (integers compared),
     mismatches (integers that differ), seconds. ``report["ok"]`` is False on any mismatch.
+    Without `budget`: `sequences` random sequences of `length` (default 500) plus the other
+    kinds; with `budget` N: the lengths spread from 1 to `length` (default 3000, capped by an
+    executor's maximum) until every executor has compared at least N integers.
     A missing or incompatible artifact or ONNX file raises a one-line QornnError."""
     from qornn.export.artifact import load_artifact
     from qornn.export.simulator import simulate
+    from qornn.memory import check_memory
+    from qornn.verify_cases import budget_batches, fixed_batches, length_spread
 
-    if sequences < 0 or length < 1:
-        raise QornnError(f"need --sequences >= 0 and --length >= 1, got {sequences} and {length}")
+    if length is None:
+        length = 500 if budget is None else DEFAULT_BUDGET_LENGTH
+    if sequences < 0 or length < 1 or (budget is not None and budget < 1):
+        raise QornnError(f"need --sequences >= 0, --length >= 1 and --budget >= 1, got {sequences}, {length}"
+                         f"{'' if budget is None else f' and {budget}'}")
     art = load_artifact(art_dir)
     selected: list[tuple[str, str]] = []
     if onnx:
@@ -117,59 +128,103 @@ def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: in
         if not Path(hls_dir).is_dir():
             raise QornnError(f"hls project directory {hls_dir} not found")
         selected.append(("hls-csim", str(hls_dir)))
+    if rtl_dir is not None:
+        if not Path(rtl_dir).is_dir():
+            raise QornnError(f"RTL directory {rtl_dir} not found")
+        selected.append(("rtl-verilator", str(rtl_dir)))
 
-    cases = make_cases(art, sequences, length, seed)
-    n_seq = sum(x.shape[0] for x in cases)
-    n_steps = sum(x.shape[0] * x.shape[1] for x in cases)
-    width = max(art.hidden_size, art.output_size)
-    rows = [{"executor": name, "sequences": n_seq, "steps": n_steps, "values": 0, "mismatches": 0,
-             "seconds": 0.0} for name in ["simulator"] + [s for s, _ in selected]]
-    for x in cases:
-        for xc in _chunks(x, width):  # streamed: memory stays bounded for any --sequences/--length
+    n, m, o = art.hidden_size, art.input_size, art.output_size
+    width = max(n, o, m)
+    limits = [L for L in (max_length_of(name, where) for name, where in selected) if L is not None]
+    if budget is not None and limits:
+        length = min(length, min(limits))
+    # one sequence is the least a batch holds: inputs, the simulator's and every executor's
+    # output and hidden codes, and onnxruntime's float64 intermediates (~3 copies of the hidden codes)
+    check_memory(8 * length * (2 * m + (n + o) * (2 + len(selected)) + 3 * n),
+                 f"one sequence of {length} steps", "lower --length")
+    if budget is None:
+        batches = ((((kind, x.shape[0]),), x) for kind, x in fixed_batches(art, sequences, length, seed, width))
+    else:
+        batches = budget_batches(art, length, seed, width)
+    rows = [{"executor": name, "sequences": 0, "steps": 0, "values": 0, "mismatches": 0, "seconds": 0.0}
+            for name in ["simulator"] + [s for s, _ in selected]]
+    kinds: dict[str, int] = {}
+    lengths: set[int] = set()
+    first_round = len(length_spread(length))    # a budget run covers every length at least once
+    t_start = time.perf_counter()
+    for done, (parts, x) in enumerate(batches, 1):
+        for kind, count in parts:
+            kinds[kind] = kinds.get(kind, 0) + count
+        lengths.add(x.shape[1])
+        for r in rows:
+            r["sequences"] += x.shape[0]
+            r["steps"] += x.shape[0] * x.shape[1]
+        t0 = time.perf_counter()
+        ref = simulate(art, x)
+        rows[0]["seconds"] += time.perf_counter() - t0
+        rows[0]["values"] += ref.output.size + ref.hidden.size
+        for row, (name, where) in zip(rows[1:], selected):
             t0 = time.perf_counter()
-            ref = simulate(art, xc)
-            rows[0]["seconds"] += time.perf_counter() - t0
-            rows[0]["values"] += ref.output.size + ref.hidden.size
-            for row, (name, where) in zip(rows[1:], selected):
-                t0 = time.perf_counter()
-                y, h = EXECUTORS[name](art, where, xc)
-                row["seconds"] += time.perf_counter() - t0
-                pairs = [("y_codes", ref.output, y)] + ([("h_codes", ref.hidden, h)] if h is not None else [])
-                for tname, want, got in pairs:
-                    row["values"] += want.size
-                    got = np.asarray(got)
-                    if got.shape != want.shape or not np.issubdtype(got.dtype, np.integer):
-                        row["mismatches"] += want.size
-                        row.setdefault("first_mismatch", {"tensor": tname, "error": f"shape {got.shape} dtype "
-                                                          f"{got.dtype}, expected {want.shape} int64"})
-                    elif not np.array_equal(want, got):
-                        row["mismatches"] += int(np.count_nonzero(want != got))
-                        row.setdefault("first_mismatch", _first_diff(tname, want, got))
+            y, h = EXECUTORS[name](art, where, x)
+            row["seconds"] += time.perf_counter() - t0
+            pairs = [("y_codes", ref.output, y)] + ([("h_codes", ref.hidden, h)] if h is not None else [])
+            for tname, want, got in pairs:
+                row["values"] += want.size
+                got = np.asarray(got)
+                if got.shape != want.shape or not np.issubdtype(got.dtype, np.integer):
+                    row["mismatches"] += want.size
+                    row.setdefault("first_mismatch", {"tensor": tname, "error": f"shape {got.shape} dtype "
+                                                      f"{got.dtype}, expected {want.shape} int64"})
+                elif not np.array_equal(want, got):
+                    row["mismatches"] += int(np.count_nonzero(want != got))
+                    row.setdefault("first_mismatch", _first_diff(tname, want, got))
+        if budget is not None and done >= first_round and all(r["values"] >= budget for r in rows):
+            break
     for row in rows:
         row["seconds"] = round(row["seconds"], 3)
-    return {"artifact": str(art_dir), "content_sha256": art.content_hash(), "seed": seed, "length": length,
-            "arithmetic": "float64" if art.float64_exact() else "int64",
-            "rows": rows, "ok": all(r["mismatches"] == 0 for r in rows)}
+        row["steps_per_second"] = round(row["steps"] / row["seconds"]) if row["seconds"] > 0 else None
+    report = {"artifact": str(art_dir), "content_sha256": art.content_hash(), "seed": seed,
+              "arithmetic": "float64" if art.float64_exact() else "int64",
+              "lengths": sorted(lengths), "kinds": kinds, "seconds": round(time.perf_counter() - t_start, 3),
+              "rows": rows, "ok": all(r["mismatches"] == 0 for r in rows)}
+    if budget is None:
+        report["length"] = length
+    else:
+        report["budget"] = budget
+        report["budget_met"] = all(r["values"] >= budget for r in rows)
+        if limits and length < DEFAULT_BUDGET_LENGTH:
+            report["length_capped_by"] = min(limits)
+    return report
 
 
 def format_table(report: dict) -> str:
-    """The report as a Markdown table plus a one-line verdict."""
-    lines = ["| executor | sequences | steps | values compared | mismatching values | seconds |",
-             "|---|---:|---:|---:|---:|---:|"]
+    """The report as a Markdown table, what was checked, and a one-line verdict."""
+    lines = ["| executor | sequences | steps | values compared | mismatching values | seconds | steps / s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         what = "golden" if r["executor"] == "simulator" else r["mismatches"]
-        lines.append(f"| {r['executor']} | {r['sequences']} | {r['steps']} | {r['values']} | {what} | "
-                     f"{r['seconds']:.2f} |")
+        rate = f"{r['steps_per_second']:,}" if r.get("steps_per_second") else "-"
+        lines.append(f"| {r['executor']} | {r['sequences']:,} | {r['steps']:,} | {r['values']:,} | {what} | "
+                     f"{r['seconds']:.2f} | {rate} |")
     for r in report["rows"]:
         if "first_mismatch" in r:
             lines.append(f"first mismatch of {r['executor']}: {r['first_mismatch']}")
+    L = report.get("lengths") or [0]
+    kinds = ", ".join(f"{v:,} {k}" for k, v in report.get("kinds", {}).items())
+    checked = f"sequences: {kinds}; lengths {L[0]}..{L[-1]}; {report.get('seconds', 0):.1f} s in all"
+    if "budget" in report:
+        least = min(r["values"] for r in report["rows"])
+        checked = (f"budget {report['budget']:,} integers per executor: "
+                   f"{'met' if report['budget_met'] else 'NOT met'} (least {least:,}); " + checked)
+        if "length_capped_by" in report:
+            checked += f" (lengths capped at {report['length_capped_by']}, an executor's maximum)"
     others = [r["executor"] for r in report["rows"] if r["executor"] != "simulator"]
     if not others:
-        verdict = "no executor selected (pass --onnx and/or --hls); the simulator ran alone"
+        verdict = "no executor selected (pass --onnx, --hls and/or --rtl); the simulator ran alone"
     elif report["ok"]:
         verdict = (f"bit-exact: {', '.join(others)} {'equals' if len(others) == 1 else 'equal'} the simulator "
                    "on every integer")
     else:
         verdict = "MISMATCH: " + ", ".join(f"{r['executor']} differs in {r['mismatches']} values"
                                            for r in report["rows"] if r["mismatches"])
-    return "\n".join(lines + [verdict])
+    return "\n".join(lines + [checked, verdict])

@@ -12,6 +12,7 @@ from qornn.errors import QornnError
 from qornn.export.artifact import save_artifact
 from qornn.export.onnx_writer import (IR_VERSION, OPSET, build_onnx, check_onnx_matches, make_session,
                                       onnx_bytes, run_onnx)
+from qornn.export.arith import plan
 from qornn.export.simulator import simulate
 from qornn.testing import boundary_inputs, random_artifact
 
@@ -51,6 +52,8 @@ def saturating_inputs(art, rng, batch, length):
 
 def assert_exact(art, x, model_bytes=None, levels=LEVELS):
     ref = simulate(art, x)
+    big = simulate(art, x, plan=plan(art))      # what large batches run (float32 products where proven)
+    assert np.array_equal(big.output, ref.output) and np.array_equal(big.hidden, ref.hidden)
     b = model_bytes if model_bytes is not None else onnx_bytes(art)
     for level in levels:
         y, h = run_onnx(make_session(b, level), x)
@@ -108,12 +111,13 @@ def test_long_sequence_small_batch():
     assert ref.hidden.shape == (5, 2500, 24)
 
 
-@pytest.mark.parametrize("block_bytes", [1, 5000, 4 << 20])
-def test_simulator_blocks_agree_with_onnx(monkeypatch, block_bytes):
-    """The simulator works in blocks of time steps; every block boundary must be seamless."""
+@pytest.mark.parametrize("block_bytes, tile_rows", [(1, 256), (5000, 2), (4 << 20, 3), (1 << 20, 1)])
+def test_simulator_blocks_agree_with_onnx(monkeypatch, block_bytes, tile_rows):
+    """The simulator works in batch tiles and blocks of time steps; every boundary must be seamless."""
     from qornn.export import simulator
 
     monkeypatch.setattr(simulator, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(simulator, "TILE_ROWS", tile_rows)
     for mode, act in (("every_step", "modrelu"), ("last_step", "relu"), ("last_step", "modrelu")):
         art = random_artifact(np.random.default_rng(30), hidden=13, inputs=3, output_mode=mode, activation=act)
         x = saturating_inputs(art, np.random.default_rng(31), 5, 97)

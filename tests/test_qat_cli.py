@@ -92,3 +92,60 @@ def test_bad_option_in_a_real_process_no_traceback(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert not out.exists()
+
+
+def test_resume_refuses_other_qat_settings_and_target_sqnr_needs_calibrate(tmp_path, capsys):
+    from qornn.train import QORNN
+    from qornn.train.resume import partial_dir
+    from qornn.train.tasks import make_task
+    from qornn.train.trainer import train
+
+    class Stop(Exception):
+        pass
+
+    run = tmp_path / "run"
+    task = make_task("copy", length=24)
+    model = QORNN(task.input_size, 8, task.output_size, weight_bits=4, act_bits=6, output_mode=task.output_mode)
+    orig, calls = task.batch, {"n": 0}
+
+    def batch(*a):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise Stop
+        return orig(*a)
+    task.batch = batch
+    with pytest.raises(Stop):
+        train(model, task, 30, run, batch_size=4, progress=False, checkpoint_every=5)
+    assert partial_dir(run).is_dir()
+    assert main(["train", "--resume", str(run), "--act-bits", "4"]) == 2
+    assert "--act-bits 4 conflicts with the saved act_bits 6" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--weight-scale", "po2"]) == 2
+    assert "weight_scale" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--act-bits", "6"]) == 0
+    capsys.readouterr()
+    art = tmp_path / "art"
+    assert main(["export", str(run), "--out", str(art), "--target-sqnr", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "--act-bits 6" in err and "--calibrate" in err and not art.exists()
+    assert main(["export", str(run), "--out", str(art), "--target-sqnr", "10", "--calibrate"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "b"), "--act-bits", "7"]) == 2
+    assert "differs from the hidden-state QAT training" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value", [("act_bits", "8"), ("act_bits", 1.5), ("input_bits", None),
+                                        ("act_scale", 3), ("spectral_scale", "yes"), ("quant_noise", "0.1"),
+                                        ("weight_scale", "median"), ("quant_noise", 2.0), ("act_bits", 1)])
+def test_edited_qat_fields_of_a_run_are_one_line_errors(po2_run, tmp_path, key, value, capsys):
+    import shutil
+
+    _, run, _ = po2_run
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["model"][key] = value
+    (bad / "config.json").write_text(json.dumps(cfg))
+    assert main(["export", str(bad), "--out", str(tmp_path / "art")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qornn: error:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "art").exists()

@@ -61,7 +61,13 @@ _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 
 def cache_dir() -> Path:
     """Where fetched datasets live: $QORNN_DATA, else ~/.cache/qornn (never inside the repository)."""
-    return Path(os.environ.get("QORNN_DATA") or Path.home() / ".cache" / "qornn")
+    path = Path(os.environ.get("QORNN_DATA") or Path.home() / ".cache" / "qornn")
+    there = path
+    while not there.exists() and there != there.parent:  # the nearest existing ancestor must be a folder
+        there = there.parent
+    if not there.is_dir():
+        raise QornnError(f"data cache {path} (QORNN_DATA) is not a directory: {there} is a file")
+    return path
 
 
 # ---------------------------------------------------------------- checked .npz cache

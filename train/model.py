@@ -30,6 +30,7 @@ from .recurrence import qrecurrence, recurrence
 
 ACTIVATIONS = ("modrelu", "relu")
 OUTPUT_MODES = ("every_step", "last_step")
+MAX_ITERS = 1000  # Björck / power iterations: the paper uses ~15 and 3
 METHODS = ("ste-bjorck", "ste-projunn", "ste-pen", "ptq-projunn", "fp")
 """Training methods of the QORNN paper (arXiv 2402.04012), plus the full-precision baseline:
   ste-bjorck   W_q = q(Björck(W / sigma_max(W))), STE through q, autograd through Björck
@@ -46,6 +47,16 @@ def modrelu(z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class QORNN(nn.Module):
+    """A quantized approximately orthogonal RNN: ``h_t = σ(W h_{t-1} + U x_t)``, ``y_t = V h_t + c``.
+
+    `method` picks how W is kept close to orthogonal (``ste-bjorck``, ``ste-projunn``, ``ste-pen``,
+    ``ptq-projunn``, or the full-precision baseline ``fp``); `weight_bits` quantizes W and U
+    (refined per tensor by `recurrent_bits` and `input_weight_bits`; `narrow_range` for symmetric
+    codes), `output_bits` also V. `activation` is ``modrelu`` (learned bias b) or ``relu``;
+    `output_mode` is ``every_step`` or ``last_step``. `bjorck_iters`, `power_iters`,
+    `projunn_rank`, `projunn_mode` and `penalty` configure the methods. An invalid setting raises
+    a one-line QornnError."""
+
     def __init__(
         self,
         input_size: int,
@@ -98,8 +109,13 @@ class QORNN(nn.Module):
                 raise QornnError(f"projUNN rank must be in 1..hidden size ({hidden_size}), got {projunn_rank!r}")
             if projunn_mode not in ("D", "T"):
                 raise QornnError(f"projUNN mode must be D or T, got {projunn_mode!r}")
+        if not isinstance(penalty, (int, float)) or isinstance(penalty, bool):
+            raise QornnError(f"penalty must be a number, got {penalty!r}")
         if method == "ste-pen" and not (penalty >= 0 and math.isfinite(penalty)):
             raise QornnError(f"penalty must be a finite number >= 0, got {penalty!r}")
+        for name, value, lo in (("bjorck_iters", bjorck_iters, 0), ("power_iters", power_iters, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= MAX_ITERS:
+                raise QornnError(f"{name} must be an integer in {lo}..{MAX_ITERS}, got {value!r}")
         if weight_bits is None and method.startswith("ste-"):
             raise QornnError(f"method {method} trains quantized weights; give weight bits")
         # integer-aware training (hidden-state QAT, scales, rounding)

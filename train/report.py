@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qornn.atomic import write_bytes_atomic
 from qornn.errors import QornnError
+from qornn.jsonio import field, read_jsonl
 
 from .checkpoint import METRICS_FILE, load_run
 
@@ -27,7 +29,28 @@ def _save_fig(fig, path: Path) -> None:
     tmp.replace(path)
 
 
+def read_metrics(path: Path, metric: str) -> list[dict]:
+    """metrics.jsonl, every record checked: an integer step, a loss, and numbers where plotted."""
+    recs = read_jsonl(path, "metrics file")
+    where = str(path)
+    last = 0
+    for i, r in enumerate(recs, 1):
+        at = f"{where} line {i}"
+        if not isinstance(r, dict):
+            raise QornnError(f"{at}: a metrics record must be an object")
+        step = field(r, "step", int, 1, where=at)
+        if step <= last:
+            raise QornnError(f"{at}: steps must increase (step {step} after {last})")
+        last = step
+        field(r, "loss", float, where=at)
+        if f"eval_{metric}" in r:
+            for k in (f"eval_{metric}", "sigma_max", "sigma_min", "orth_err"):
+                field(r, k, float, where=at)
+    return recs
+
+
 def write_report(run_dir) -> list[Path]:
+    """Write training.png, spectrum.png and report.md into a run directory; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,11 +58,8 @@ def write_report(run_dir) -> list[Path]:
 
     run_dir = Path(run_dir)
     model, task, cfg = load_run(run_dir)
-    try:
-        recs = [json.loads(l) for l in (run_dir / METRICS_FILE).read_text().splitlines() if l.strip()]
-    except (OSError, json.JSONDecodeError):
-        raise QornnError(f"{run_dir / METRICS_FILE}: missing or not JSON lines") from None
     m = task.metric
+    recs = read_metrics(run_dir / METRICS_FILE, m)
     with torch.no_grad():
         w_float = model.recurrent_float().double()
         w_q = model.effective_weights()["W"].double()
@@ -91,8 +111,6 @@ def write_report(run_dir) -> list[Path]:
               f"- ‖q(W)ᵀq(W) − I‖_F = {orth_q:.4f}; ‖WᵀW − I‖_F = {orth_f:.4f}",
               f"- {len(recs)} logged steps; training time {cfg.get('train', {}).get('seconds', '?')} s", "",
               "![training](training.png)" if recs else "", "![spectrum](spectrum.png)", ""]
-    tmp = run_dir / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(run_dir / "report.md")
+    write_bytes_atomic(run_dir / "report.md", "\n".join(lines).encode())
     written.append(run_dir / "report.md")
     return written

@@ -1,6 +1,6 @@
 // nnet_qornn.h -- the QORNN recurrent core for hls4ml (Vivado / Vitis backends).
 //
-// Implements the integer recurrence of the qornn artifact (docs/spec.md, schema version 1):
+// Implements the integer recurrence of the qornn artifact (docs/spec.md, schema version 2):
 //
 //   aW_t = W . h_{t-1}                    nnet::dense, exact (accum_t = accw_t holds every sum)
 //   aU_t = U . x_t                        nnet::dense, exact (accum_t = accu_t)
@@ -13,12 +13,12 @@
 // Every type is an ap_int / ap_uint whose width the artifact derives from the bit widths and
 // sizes (artifact `widths`), so no sum, product or shift can wrap: the only rounding is the
 // shift, the only saturation the activation's clamp.  The whole time loop runs here, with the
-// hidden state held inside the core; h_0 = 0 at the start of every call (every sequence).
+// hidden state held inside the core.
 //
-// Sequence length: the I/O shape is fixed at compile time (CONFIG_T::max_len steps); the second
-// input carries the number of valid steps.  Steps at or beyond it are consumed (io_stream) or
-// ignored (io_parallel) without touching the state; with every_step output their output slots
-// are written as zeros.  A length above max_len is treated as max_len.
+// io_parallel: the I/O shape is fixed at compile time (CONFIG_T::max_len steps); the second input
+// carries the number of valid steps; steps at or beyond it are ignored and (every_step) their
+// output slots written as zeros; h_0 = 0 at the start of every call.  io_stream: one call per
+// time step with a start/last flag in the beat and the state kept between calls (no maximum).
 //
 // C++11 only (Vivado/Vitis HLS compile the firmware with -std=c++0x).
 
@@ -206,10 +206,13 @@ TimeLoop:
 }
 
 // ---------------------------------------------------------------------------------------------
-// io_stream: one packet of n_in codes per time step in (always max_len packets), one length
-// packet, one packet of n_out codes per step out (every_step: max_len packets) or one (last_step).
-template <class x_T, class len_T, class y_T, typename CONFIG_T>
-void qornn(hls::stream<x_T> &x, hls::stream<len_T> &len, hls::stream<y_T> &y,
+// io_stream: the stream protocol of docs/hardware.md. One call is one time step: it reads one input
+// beat of n_in + 2 codes [x_t (n_in codes), start, last]; a beat with start != 0 resets h to 0
+// before its step. It writes one output beat of n_out codes every step (every_step) or after a
+// beat with last != 0 (last_step). The hidden state is static: it lives in the core between
+// calls, so sequences of any length follow each other back to back, with no maximum length.
+template <class x_T, class y_T, typename CONFIG_T>
+void qornn(hls::stream<x_T> &x, hls::stream<y_T> &y,
            typename CONFIG_T::mult_w::weight_t W[CONFIG_T::n_hidden * CONFIG_T::n_hidden],
            typename CONFIG_T::mult_u::weight_t U[CONFIG_T::n_hidden * CONFIG_T::n_in],
            typename CONFIG_T::mult_v::weight_t V[CONFIG_T::n_out * CONFIG_T::n_hidden],
@@ -217,7 +220,7 @@ void qornn(hls::stream<x_T> &x, hls::stream<len_T> &len, hls::stream<y_T> &y,
            typename CONFIG_T::mult_v::bias_t c[CONFIG_T::n_out]) {
     typedef typename x_T::value_type x_elem_t;
     typedef typename y_T::value_type y_elem_t;
-    typename CONFIG_T::h_t h[CONFIG_T::n_hidden];
+    static typename CONFIG_T::h_t h[CONFIG_T::n_hidden];
     x_elem_t x_t[CONFIG_T::n_in];
     y_elem_t y_t[CONFIG_T::n_out];
     #pragma HLS ARRAY_PARTITION variable=h complete
@@ -226,49 +229,27 @@ void qornn(hls::stream<x_T> &x, hls::stream<len_T> &len, hls::stream<y_T> &y,
     #pragma HLS ARRAY_PARTITION variable=b complete
     #pragma HLS ARRAY_PARTITION variable=c complete
 
-ResetState:
-    for (unsigned i = 0; i < CONFIG_T::n_hidden; i++) {
+    x_T x_pack = x.read();
+    const bool start = x_pack[CONFIG_T::n_in] != 0;
+    const bool last = x_pack[CONFIG_T::n_in + 1] != 0;
+LoadStep:
+    for (unsigned j = 0; j < CONFIG_T::n_in; j++) {
         #pragma HLS UNROLL
-        h[i] = 0;
+        x_t[j] = x_pack[j];
     }
-    len_T len_pack = len.read();
-    const unsigned steps = (len_pack[0] > CONFIG_T::max_len) ? CONFIG_T::max_len : (unsigned)len_pack[0];
-
-TimeLoop:
-    for (unsigned t = 0; t < CONFIG_T::max_len; t++) {
-        x_T x_pack = x.read();
-        y_T y_pack;
-        PRAGMA_DATA_PACK(y_pack)
-        if (t < steps) {
-        LoadStep:
-            for (unsigned j = 0; j < CONFIG_T::n_in; j++) {
-                #pragma HLS UNROLL
-                x_t[j] = x_pack[j];
-            }
-            qornn_step<x_elem_t, CONFIG_T>(x_t, h, W, U, b);
-            if (CONFIG_T::every_step) {
-                nnet::dense<typename CONFIG_T::h_t, y_elem_t, typename CONFIG_T::mult_v>(h, y_t, V, c);
-            StoreStep:
-                for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
-                    #pragma HLS UNROLL
-                    y_pack[j] = y_t[j];
-                }
-                y.write(y_pack);
-            }
-        } else if (CONFIG_T::every_step) {
-        PadStep:
-            for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
-                #pragma HLS UNROLL
-                y_pack[j] = 0;
-            }
-            y.write(y_pack);
+    if (start) {
+    ResetState:
+        for (unsigned i = 0; i < CONFIG_T::n_hidden; i++) {
+            #pragma HLS UNROLL
+            h[i] = 0;
         }
     }
-    if (!CONFIG_T::every_step) {
+    qornn_step<x_elem_t, CONFIG_T>(x_t, h, W, U, b);
+    if (CONFIG_T::every_step || last) {
         y_T y_pack;
         PRAGMA_DATA_PACK(y_pack)
         nnet::dense<typename CONFIG_T::h_t, y_elem_t, typename CONFIG_T::mult_v>(h, y_t, V, c);
-    StoreLast:
+    StoreStep:
         for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
             #pragma HLS UNROLL
             y_pack[j] = y_t[j];

@@ -22,6 +22,8 @@ TASKS = {
 
 
 def make_task(name: str, **options):
+    """The task `name` (copy, adding, smnist, pmnist, ptb-char) with its options, e.g. ``length`` or
+    ``pixels_per_step``; an option given as None takes the task's default."""
     if name not in TASKS:
         raise QornnError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}")
     cls = TASKS[name]

@@ -1,0 +1,99 @@
+"""Per-tensor bit allocations of one task: integer metric, footprint (raw, Huffman) and energy.
+
+Trains one copy-task QORNN per allocation (STE-Björck, QAT at exactly those widths), exports it,
+scores the integer simulator on the held-out data, and writes the table into docs/results.md
+("## Precision planning") with the command line of every row. Resumable: finished rows are kept
+in docs/results/precision/rows.json and skipped.
+
+    .venv/bin/python benchmarks/precision_table.py [--steps 1000] [--length 60] [--hidden 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _docsection import write_section  # noqa: E402
+
+# name: (train options, export options)
+ALLOCATIONS = {
+    "W4 U4 V8 h8": ([], ["--act-bits", "8"]),
+    "W4 U4 V4 h8": (["--output-bits", "4"], ["--act-bits", "8"]),
+    "W3 U3 V8 h8": (["--weight-bits", "3"], ["--act-bits", "8"]),
+    "W ternary, U3, V8, h6": (["--weight-bits", "3", "--recurrent-bits", "2", "--narrow-range"], ["--act-bits", "6"]),
+    "W5 U2 V8 h8": (["--weight-bits", "5", "--input-weight-bits", "2"], ["--act-bits", "8"]),
+    "W4 U4 V8 h6": ([], ["--act-bits", "6"]),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--length", type=int, default=60)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "precision"))
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+
+    from qornn.cli import main as qornn
+    from qornn.export.artifact import load_artifact
+    from qornn.export.costs import energy_per_step, footprint
+    from qornn.export.evaluate import evaluate_artifact
+    from qornn.train.tasks import make_task
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.json"
+    rows = json.loads(rows_path.read_text()) if rows_path.exists() else {}
+    task = make_task("copy", length=args.length)
+    for name, (train_opts, export_opts) in ALLOCATIONS.items():
+        if name in rows:
+            continue
+        work = ROOT / "runs" / "precision"          # gitignored: weights are not committed
+        run, art_dir = work / name.replace(" ", "_").replace(",", ""), work / "art"
+        train_cmd = ["train", "--task", "copy", "--length", str(args.length), "--hidden", str(args.hidden),
+                     "--steps", str(args.steps), "--lr", str(args.lr), *train_opts, "--out", str(run), "--force"]
+        export_cmd = ["export", str(run), *export_opts, "--out", str(art_dir), "--force"]
+        print(f"== {name}: qornn {' '.join(train_cmd)}", flush=True)
+        if qornn(train_cmd) or qornn(export_cmd):
+            return 1
+        art = load_artifact(art_dir)
+        fp, en = footprint(art), energy_per_step(art)
+        metric = evaluate_artifact(art, task)["accuracy"]
+        rows[name] = {"train": "qornn " + " ".join(train_cmd[:-3]), "export": " ".join(export_opts),
+                      "accuracy": metric, "raw_bytes": fp["integer_bytes"], "huffman_bytes": fp["huffman_bytes"],
+                      "weight_entropy": {k: fp["tensors"][k]["entropy_bits_per_element"] for k in ("W", "U", "V")},
+                      "pj_sram": en["integer_pj"], "pj_float32": en["float32_pj"],
+                      "sqnr_h": art.provenance["sqnr_db"]["h"]}
+        rows_path.write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["## Precision planning: per-tensor widths", "",
+             f"One copy task (length {args.length}, hidden {args.hidden}, {args.steps} steps of STE-Björck, "
+             f"lr {args.lr}, seed 0), trained with QAT at each allocation and exported; accuracy of the integer "
+             "simulator on 4 x 128 held-out sequences (chance 0.125). Footprint: raw bytes of every integer "
+             "tensor, and the bytes of a Huffman code built on each tensor's own code histogram; entropy in "
+             "bits per weight for W / U / V. Energy: an *estimate* per time step from operation counts and "
+             "Horowitz's 45 nm figures (weights read from SRAM; export/costs.py), beside the same network in "
+             "float32. Produced by `benchmarks/precision_table.py`; each row's command lines:", "",
+             "| allocation | integer accuracy | h SQNR (dB) | raw B | Huffman B | entropy W / U / V (bits) "
+             "| pJ/step (int) | pJ/step (float32) |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for name, r in rows.items():
+        e = r["weight_entropy"]
+        lines.append(f"| {name} | {r['accuracy']:.3f} | {r['sqnr_h']} | {r['raw_bytes']} | {r['huffman_bytes']} | "
+                     f"{e['W']:.2f} / {e['U']:.2f} / {e['V']:.2f} | {r['pj_sram']:.0f} | {r['pj_float32']:.0f} |")
+    lines += ["", "```"] + [f"{r['train']} --out RUN && qornn export RUN {r['export']} --out ART    # {n}"
+                              for n, r in rows.items()] + ["```", ""]
+    section = "\n".join(lines)
+    print(section)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "results.md", "Precision planning: per-tensor widths", section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
