@@ -396,7 +396,9 @@ def add_bench(sub):
     budget.add_argument("--epochs", type=_positive, default=None, help="epochs per cell (finite datasets)")
     p.add_argument("--length", type=_positive, default=None)
     p.add_argument("--pixels-per-step", type=_positive, default=None)
-    p.add_argument("--act-bits", type=_positive, default=12)
+    p.add_argument("--act-bits", type=_positive, default=12, help="hidden-state bits of the exported cells (default 12)")
+    p.add_argument("--qat", action="store_true", help="train the quantized cells with hidden-state QAT at --act-bits "
+                   "(default: calibrate the hidden state after training)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--optimizer", default="adam", help="adam (default) or rmsprop")
     p.add_argument("--orth-lr", type=float, default=None, help="learning rate of W alone (default: --lr)")
@@ -437,7 +439,7 @@ def cmd_bench(args) -> int:
                     lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds, task_options=opts,
                     eval_batches=args.eval_batches or None, device=args.device, use_ray=not args.no_ray,
                     ray_address=args.ray_address, workers=args.workers, epochs=args.epochs,
-                    optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad)
+                    optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad, qat=args.qat)
     print((Path(args.out) / "results.md").read_text())
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
