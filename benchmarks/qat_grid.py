@@ -52,11 +52,16 @@ def best(bits):  # the baseline (today's pipeline, 8-bit hidden state) and hidde
             for (q, sp, sc) in ((False, False, "max"), (True, False, "max"), (True, False, "lsq"), (True, False, "po2"))]
 
 
+def spectral(bits):  # --spectral-scale with max scales, calibrated and QAT
+    return [(m, k, q, True, "max") for m in METHODS for k in bits for q in (False, True)]
+
+
 GRIDS = {
     "pmnist4": ("pmnist", full([4])),
-    "pmnist68": ("pmnist", best([6, 8])),
+    "pmnist68": ("pmnist", best([6, 8]) + spectral([6, 8])),
     "copy": ("copy", full([4, 5])),
 }
+SECTION = "Integer-aware training: hidden-state QAT and weight scales"
 FIELDS = ["task", "method", "weight_bits", "hidden_qat", "spectral", "weight_scale", "act_bits", "hidden", "steps",
           "seed", "float", "fq", "integer", "gap", "agree", "sigma_max", "s_h", "m_w", "m_u", "scale_mode", "seconds"]
 
@@ -221,7 +226,7 @@ def tables() -> str:
     """The tables of docs/results.md's integer-aware training section, from the grids' CSVs."""
     out = []
     for grid, bits, cols in (("pmnist4", [4], COLS), ("pmnist68", [6, 8], [(False, "max"), (False, "lsq"),
-                                                                          (False, "po2")]),
+                                                                          (False, "po2"), (True, "max")]),
                              ("copy", [4, 5], COLS)):
         rows = read_rows(OUT / grid / "results.csv")
         if rows:
@@ -238,6 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", choices=sorted(GRIDS))
     ap.add_argument("--tables", action="store_true", help="print the markdown tables of docs/results.md from the "
                     "grids' results.csv, then stop")
+    ap.add_argument("--write", action="store_true", help="write docs/results.md's section from the grids' "
+                    "results.csv and benchmarks/qat_grid_notes.md, then stop")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     ap.add_argument("--limit", type=int, default=None, help="run at most this many new cells, then stop")
     ap.add_argument("--rescore", action="store_true", help="score the finished cells again from their saved "
@@ -246,8 +253,19 @@ def main(argv=None) -> int:
     if args.tables:
         print(tables())
         return 0
+    if args.write:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _docsection import write_section
+
+        section = "\n".join([f"## {SECTION}", "", (Path(__file__).parent / "qat_grid_notes.md").read_text().strip(),
+                              "", tables()])
+        write_section(ROOT / "docs" / "results.md", SECTION, section)
+        print(f"wrote the section '{SECTION}' of docs/results.md")
+        return 0
     if args.grid is None:
-        ap.error("--grid is required (or --tables)")
+        ap.error("--grid is required (or --tables / --write)")
     import torch
     from tqdm.auto import tqdm
 
