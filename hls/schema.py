@@ -98,10 +98,20 @@ def _optional(schema, keys):
     return check
 
 
+def _mapping(value, path, where):
+    if not isinstance(value, dict):
+        raise QornnError(f"{where}: field '{path}' must be a mapping, got {_short(value)}")
+
+
 _STR = (str, None, None, None)
 _TYPE = _regex(TYPE_RE, "an ap_int<N> / ap_uint<N> type")
-_PORT = _optional({"name": _regex(_NAME_RE, "a C identifier"), "shape": _shape, "type": _TYPE,
-                   "beat": _STR, "beats": _STR}, ("beat", "beats"))
+_PORT = {"name": _regex(_NAME_RE, "a C identifier"), "shape": _shape, "type": _TYPE}
+_INTERFACE = {
+    "io_stream": {"project_name": (str, None, None, ("qornn_core",)), "protocol": _STR,
+                  "inputs": _list_of(_PORT | {"beat": _STR}, 1, 1), "output": _PORT | {"beats": _STR}},
+    "io_parallel": {"project_name": (str, None, None, ("qornn_core",)),
+                    "inputs": _list_of(_PORT, 2, 2), "output": _PORT},
+}
 
 META_SCHEMA = {
     "format": (str, None, None, ("qornn-hls-project",)),
@@ -115,8 +125,7 @@ META_SCHEMA = {
               "output_size": (int, 1, MAX_SIZE, None), "activation": (str, None, None, ("modrelu", "relu")),
               "output_mode": (str, None, None, ("every_step", "last_step")), "input_bits": (int, 2, 16, None),
               "x_max": (int, 1, (1 << 15) - 1, None)},
-    "interface": _optional({"project_name": (str, None, None, ("qornn_core",)), "protocol": _STR,
-                            "inputs": _list_of(_PORT, 1, 2), "output": _PORT}, ("protocol",)),
+    "interface": _mapping,   # its exact schema depends on options.io_type (validate_meta)
     "types": {k: _TYPE for k in ("x", "h", "W", "U", "V", "b", "c", "acc_w", "acc_u", "pre", "z", "zb", "y")},
     "csim_exact": (bool, None, None, None),
     "versions": {"qornn": _STR, "hls4ml": _STR},
@@ -130,6 +139,7 @@ def validate_meta(meta, where: str, version: int) -> dict:
         raise QornnError(f"{where}: project version {_short(meta.get('version'))}, this qornn reads {version}; "
                          "regenerate the project")
     _check(meta, META_SCHEMA, "", where)
+    _check(meta["interface"], _INTERFACE[meta["options"]["io_type"]], "interface", where)
     mdl = meta["model"]
     if mdl["x_max"] != (1 << (mdl["input_bits"] - 1)) - 1:
         raise QornnError(f"{where}: field 'model.x_max' must be 2^(input_bits-1)-1 = "
@@ -142,11 +152,6 @@ def read_meta_file(path: Path, version: int) -> dict:
 
 
 # -- hls4ml_config.yml ----------------------------------------------------------------------
-def _mapping(value, path, where):
-    if not isinstance(value, dict):
-        raise QornnError(f"{where}: field '{path}' must be a mapping, got {_short(value)}")
-
-
 def _shapes(value, path, where):
     _mapping(value, path, where)
     if not 1 <= len(value) <= 2:
@@ -163,8 +168,10 @@ _YAML_SCHEMA = {
     "InputShapes": _shapes, "OutputDir": _STR, "OutputPredictions": _STR, "OutputShapes": _shapes,
     "Part": _regex(_PART_RE, "a Xilinx part name"), "ProjectName": (str, None, None, ("qornn_core",)),
     "Stamp": _regex(STAMP_RE, "8 hexadecimal digits"), "Version": _STR,
-    "WriterConfig": {"Namespace": _str_or_none, "TBOutputStream": _STR, "WriteEmulationConstants": (bool, None, None, None),
-                     "WriteTar": (bool, None, None, None), "WriteWeightsTxt": (bool, None, None, None)},
+    "WriterConfig": _optional({"Namespace": _str_or_none, "TBOutputStream": _STR,
+                               "WriteEmulationConstants": (bool, None, None, None),  # Vitis only
+                               "WriteTar": (bool, None, None, None), "WriteWeightsTxt": (bool, None, None, None)},
+                              ("WriteEmulationConstants",)),
     "HLSConfig": {
         "LayerName": _optional({"qornn_input": _PRECISION, "qornn_length": _PRECISION}, ("qornn_length",)),
         "Model": {"PipelineStyle": _STR, "Precision": _TYPE, "ReuseFactor": (int, 1, 1 << 30, None),

@@ -64,16 +64,33 @@ def _differs(prj: Path, rel: str, why: str = "") -> QornnError:
                       f"{rel} {why or 'differs'} (hand-edited firmware is not verified; regenerate it with `qornn hls`)")
 
 
+def _first_diff(a, b, prefix: str = "") -> str | None:
+    """Dotted path of the first difference between two parsed files (None: equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(b) + [k for k in a if k not in b]:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in a or key not in b:
+                return name
+            sub = _first_diff(a[key], b[key], name)
+            if sub:
+                return sub
+        return None
+    if type(a) is not type(b) or a != b:
+        return prefix or "(root)"
+    return None
+
+
 def compare_project(prj: Path, ref: Path, meta: dict) -> None:
     """Refuse `prj` unless it holds exactly the firmware of qornn's own project `ref`."""
     ref_meta = read_meta(ref)
-    for key in ref_meta:
-        if meta.get(key) != ref_meta[key]:
-            raise _differs(prj, PROJECT_FILE, f"field '{key}' differs")
+    bad = _first_diff(meta, ref_meta)
+    if bad:
+        raise _differs(prj, PROJECT_FILE, f"field '{bad}' differs")
     cfg, ref_cfg = read_config(prj, meta), read_config(ref, ref_meta)
-    for key in ref_cfg:
-        if key not in _LOCATION_KEYS and cfg.get(key) != ref_cfg[key]:
-            raise _differs(prj, "hls4ml_config.yml", f"field '{key}' differs")
+    bad = _first_diff({k: v for k, v in cfg.items() if k not in _LOCATION_KEYS},
+                      {k: v for k, v in ref_cfg.items() if k not in _LOCATION_KEYS})
+    if bad:
+        raise _differs(prj, "hls4ml_config.yml", f"field '{bad}' differs")
     ref_files = [f for f in _files(ref) if f not in _SPECIAL and f not in _PRODUCTS
                  and not (f.startswith("firmware/") and f.endswith(".so"))]
     for rel in ref_files:
