@@ -134,10 +134,11 @@ META_SCHEMA = {
 
 def validate_meta(meta, where: str, version: int) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != "qornn-hls-project":
-        raise QornnError(f"{where}: not a qornn firmware project description")
+        raise QornnError(f"{where}: not a qornn firmware project description (field 'format' is not "
+                         "'qornn-hls-project')")
     if meta.get("version") != version or isinstance(meta.get("version"), bool):
-        raise QornnError(f"{where}: project version {_short(meta.get('version'))}, this qornn reads {version}; "
-                         "regenerate the project")
+        raise QornnError(f"{where}: project version {_short(meta.get('version'))} (field 'version'), this qornn "
+                         f"reads {version}; regenerate the project")
     _check(meta, META_SCHEMA, "", where)
     _check(meta["interface"], _INTERFACE[meta["options"]["io_type"]], "interface", where)
     mdl = meta["model"]
