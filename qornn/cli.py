@@ -502,6 +502,10 @@ def cmd_hls(args) -> int:
     from qornn.hls import build_project, compile_project, read_meta, write_project
 
     refuse_overlap(args.out, [args.artifact], "project directory")
+    if args.build:  # refuse before anything is written when the HLS tool is missing
+        from qornn.hls.project import require_tool
+
+        require_tool(args.backend, args.out)
     prj = write_project(args.artifact, args.out, backend=args.backend, reuse_factor=args.reuse_factor,
                         part=args.part, clock_period=args.clock_period, max_length=args.max_length,
                         strategy=args.strategy, force=args.force, io_type=args.io_type)
