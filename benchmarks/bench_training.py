@@ -9,6 +9,8 @@ A step is: zero_grad, forward, loss, backward, optimizer step. Candidates:
   autograd    the same step with the recurrence as a Python time loop under autograd (the loop of
               QORNN.forward before it used `recurrence`)
   QORNN       qornn.train.QORNN as train/model.py has it now (with --model)
+  QORNN QAT   qornn.train.QORNN with hidden-state QAT: act_bits=8, LSQ hidden scale, 8-bit inputs and V
+              (the quantized recurrence kernel `qrecurrence`); always measured (issue 10's 1.5x target)
 
 The candidates run interleaved (one step of each per round), after warm-up; the table gives the
 median over the rounds and the ratio to nn.RNN. BPTT and autograd start from the same weights;
@@ -48,6 +50,7 @@ from qornn.train.recurrence import recurrence
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 BATCH, LENGTH, INPUT, HIDDEN, OUTPUT = 64, 256, 10, 128, 9
 BITS, BJORCK_ITERS, POWER_ITERS = 4, 15, 3
+QAT = "qornn.train.QORNN, hidden-state QAT (8-bit h, LSQ)"
 
 
 def autograd_loop(ux, W, b):
@@ -106,11 +109,11 @@ class RNNStep:
 
 
 class ModelStep:
-    def __init__(self):
+    def __init__(self, **qat):
         from qornn.train import QORNN
 
         self.model = QORNN(INPUT, HIDDEN, OUTPUT, weight_bits=BITS, activation="modrelu", method="ste-bjorck",
-                           bjorck_iters=BJORCK_ITERS, power_iters=POWER_ITERS)
+                           bjorck_iters=BJORCK_ITERS, power_iters=POWER_ITERS, **qat)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
 
     def __call__(self, x, y):
@@ -285,6 +288,7 @@ def main(argv=None) -> int:
         cands["QORNN, autograd time loop"] = QStep(params, autograd_loop)
     if args.model:
         cands["qornn.train.QORNN (train/model.py now)"] = ModelStep()
+    cands[QAT] = ModelStep(act_bits=8)
 
     if not args.no_autograd:  # same weights, same forward: the first losses agree bitwise
         l_bptt = cands["QORNN, hand-written BPTT"].loss(x, y)
@@ -330,7 +334,10 @@ def main(argv=None) -> int:
                    f"{HIDDEN}, batch {BATCH}, length {LENGTH}, input {INPUT}, output {OUTPUT}; QORNN with "
                    f"STE-Björck ({BJORCK_ITERS} iterations, {POWER_ITERS} power iterations), {BITS}-bit W and U, "
                    "modReLU. `benchmarks/bench_training.py`; \"hand-written BPTT\" is "
-                   "`qornn.train.recurrence.recurrence`, \"autograd time loop\" the loop it replaces.\n\n"
+                   "`qornn.train.recurrence.recurrence`, \"autograd time loop\" the loop it replaces; "
+                   "\"hidden-state QAT\" is the model with `act_bits=8` (every step's hidden state on "
+                   "8-bit codes with the spec's rounding and saturation, LSQ hidden scale, 8-bit inputs "
+                   "and V): the quantized kernel `qornn.train.recurrence.qrecurrence`.\n\n"
                    f"{table}\n\n{env}."
                    + (" The load exceeded the CPU count: other work shared the cores, which inflates the "
                       "absolute times (with 2 threads most, as each small matmul waits for both threads); "

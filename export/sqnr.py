@@ -42,7 +42,8 @@ def weight_sqnr(model, art: Artifact) -> dict[str, float]:
 
 @torch.no_grad()
 def hidden_sqnr(model, task, art: Artifact, batches: int = 4, batch_size: int = 64, seed: int = 2024) -> float:
-    """SQNR of the integer hidden trajectory against the fake-quantized float model's (calibration data)."""
+    """SQNR of the integer hidden trajectory against the float hidden state of the model with its
+    quantized weights (calibration data); for a hidden-state QAT model too, the float trajectory."""
     from .simulator import simulate
 
     model.eval()
@@ -50,7 +51,7 @@ def hidden_sqnr(model, task, art: Artifact, batches: int = 4, batch_size: int = 
     sig = noise = 0.0
     for _ in range(batches):
         x, _ = task.batch(batch_size, rng)
-        _, h = model(x, return_hidden=True)
+        _, h = model(x, return_hidden=True, hidden_quant=False)  # quantized weights, float hidden state
         h = h.double().numpy()
         hq = simulate(art, x.numpy().astype(np.float64)).hidden * art.hidden_scale
         sig += float((h * h).sum())

@@ -26,7 +26,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .csim import build_library, library_ready
+from qornn.errors import QornnError
+
+from .csim import build_library, kill_compilers, library_ready
 from .options import validate_options
 from .project import _as_artifact, generate
 
@@ -61,7 +63,7 @@ def cache_key(art, opts) -> str:
 def _ready(entry: Path) -> bool:
     try:
         return entry.is_dir() and library_ready(entry)
-    except OSError:
+    except (OSError, QornnError):
         return False
 
 
@@ -99,15 +101,29 @@ def cached_projects(specs, workers: int | None = None) -> list[Path]:
             todo = {e: v for e, v in todo.items() if not _ready(e)}  # built meanwhile by someone else
             for entry, (art, opts) in todo.items():
                 shutil.rmtree(entry, ignore_errors=True)  # a partial entry (e.g. compile interrupted)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=root))
+                tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-{os.getpid()}-", dir=root))
                 try:
                     generate(art, opts, tmp, entry)
                     os.replace(tmp, entry)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
             n = workers or max(1, min(len(todo), os.cpu_count() or 1))
-            with ThreadPoolExecutor(max_workers=n) as pool:
-                list(pool.map(lambda e: build_library(e, quiet_output=False), todo))
+            try:
+                with ThreadPoolExecutor(max_workers=n) as pool:
+                    futures = [pool.submit(build_library, e) for e in todo]
+                    try:
+                        for f in futures:
+                            f.result()
+                    except BaseException:   # a Ctrl-C or a failed compile: stop the other g++ too
+                        for f in futures:
+                            f.cancel()
+                        kill_compilers()
+                        raise
+            except BaseException:
+                for entry in todo:          # no entry stays half-built
+                    if not _ready(entry):
+                        shutil.rmtree(entry, ignore_errors=True)
+                raise
         prune(root, keep=set(entries))
     for entry in entries:
         with contextlib.suppress(OSError):

@@ -7,16 +7,21 @@ would drop bits past 24) and returns int64 codes shaped like the simulator's out
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import io
 import json
+import os
+import signal
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
 
+from qornn.atomic import write_bytes_atomic
 from qornn.errors import QornnError
 
-from .project import INPUT_NAME, LENGTH_NAME, _last_lines, quiet, read_meta
+from .project import INPUT_NAME, LENGTH_NAME, _last_lines, read_config, read_meta
 
 # resolved project dir -> ((library path, mtime), FilesystemModelGraph with that library loaded)
 _loaded: dict[str, tuple] = {}
@@ -31,8 +36,7 @@ def linked_model(prj_dir):
 
     register()
     prj = Path(prj_dir).resolve()
-    if not (prj / "hls4ml_config.yml").is_file():
-        raise QornnError(f"{prj} is not an hls4ml project (hls4ml_config.yml missing)")
+    read_config(prj)  # validated before hls4ml reads it
     model = FilesystemModelGraph(prj)  # prints nothing (safe in threads, see cache.py)
     # The project may have been moved since it was written: hls4ml compiles in OutputDir.
     model.config.config["OutputDir"] = str(prj)
@@ -48,42 +52,93 @@ def _is_stream(prj: Path) -> bool:
 
 def library_path(prj_dir) -> Path:
     """io_parallel: hls4ml's C-simulation library; io_stream: the batch driver library."""
-    import yaml
-
     prj = Path(prj_dir).resolve()
-    cfg = yaml.safe_load((prj / "hls4ml_config.yml").read_text())
-    if _is_stream(prj):
+    meta = read_meta(prj)
+    cfg = read_config(prj, meta)   # Stamp is 8 hex digits: the name stays inside firmware/
+    if meta["options"]["io_type"] == "io_stream":
         return prj / "firmware" / f"qornn_stream-{cfg['Stamp']}.so"
     return prj / "firmware" / f"{cfg['ProjectName']}-{cfg['Stamp']}.so"
 
 
-def _build_stream_driver(prj: Path) -> Path:
-    """g++ -O2 of the top function with the batch driver (templates/qornn_stream_driver.cpp) into
-    one shared library; the weights are read from firmware/weights of this directory."""
+# g++ children of this process (each in its own process group), killed on an interrupt
+_children: set = set()
+_children_lock = threading.Lock()
+
+
+def kill_compilers() -> None:
+    """Kill every running compiler process group started by `_run_compiler` (SIGKILL)."""
+    with _children_lock:
+        procs = list(_children)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _run_compiler(cmd: list[str], cwd: Path, lib: Path) -> None:
+    """Run qornn's own fixed g++ command (never a script of the project) into a temporary file
+    beside `lib`, renamed onto `lib` once complete. g++ runs in its own process group: on any
+    exception (a Ctrl-C included) the whole group (cc1plus, as, ld) is killed and waited for, and
+    the partial output is removed."""
+    tmp = lib.with_name(f".{lib.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    cmd = [*cmd, "-o", str(tmp)]
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    except OSError as e:
+        raise QornnError(f"cannot run {cmd[0]}: {e.strerror or e}") from None
+    with _children_lock:
+        _children.add(proc)
+    try:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise QornnError(f"compiling the C-simulation of {cwd} failed: {_last_lines(err, 4) or f'exit {proc.returncode}'}")
+        os.replace(tmp, lib)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        with _children_lock:
+            _children.discard(proc)
+
+
+CXXFLAGS = ["-O2", "-fPIC", "-shared", "-std=c++11", "-w", "-fno-gnu-unique", "-Ifirmware/ap_types", "-Ifirmware"]
+
+
+def _compile(prj: Path, meta: dict) -> Path:
+    """g++ of the top function (firmware/qornn_core.cpp) with qornn's batch driver (io_stream) or
+    hls4ml's bridge (io_parallel) into one shared library; the weights are read from
+    firmware/weights of this directory. The command is qornn's own: build_lib.sh is not run."""
     import shutil
-    import subprocess
 
     lib = library_path(prj)
-    shutil.copy(DRIVER, prj / "qornn_stream_driver.cpp")
-    cmd = ["g++", "-O2", "-fPIC", "-shared", "-std=c++11", "-w", "-Ifirmware/ap_types", "-Ifirmware",
-           f'-DWEIGHTS_DIR="{prj}/firmware/weights"', "firmware/qornn_core.cpp", "qornn_stream_driver.cpp",
-           "-o", str(lib)]
-    proc = subprocess.run(cmd, cwd=prj, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise QornnError(f"compiling the C-simulation of {prj} failed: {_last_lines(proc.stderr, 4)}")
+    if meta["options"]["io_type"] == "io_stream":
+        shutil.copy(DRIVER, prj / "qornn_stream_driver.cpp")
+        second = "qornn_stream_driver.cpp"
+    else:
+        second = f"{meta['interface']['project_name']}_bridge.cpp"
+    _run_compiler(["g++", *CXXFLAGS, f'-DWEIGHTS_DIR="{prj}/firmware/weights"',
+                   f"firmware/{meta['interface']['project_name']}.cpp", second], prj, lib)
     return lib
 
 
 def library_ready(prj_dir) -> bool:
     """Compiled, and compiled here: the library reads its weights from the absolute path of
     firmware/weights it was built with, so a moved project must be compiled again."""
+    from qornn.jsonio import read_json
+
     prj = Path(prj_dir).resolve()
     lib = library_path(prj)
-    try:
-        stamp = json.loads((prj / CSIM_FILE).read_text())
-    except (OSError, ValueError):
+    if not (prj / CSIM_FILE).is_file():
         return False
-    return lib.is_file() and stamp.get("library") == lib.name and stamp.get("compiled_in") == str(prj)
+    try:
+        stamp = read_json(prj / CSIM_FILE)
+    except QornnError:
+        return False
+    return (isinstance(stamp, dict) and lib.is_file() and stamp.get("library") == lib.name
+            and stamp.get("compiled_in") == str(prj))
 
 
 def _forget(prj: Path) -> None:
@@ -101,29 +156,15 @@ def _forget(prj: Path) -> None:
 
 
 def build_library(prj_dir, quiet_output: bool = True) -> Path:
-    """Compile the C-simulation library with hls4ml (its build_lib.sh; nothing is loaded).
-
-    `quiet_output=False` leaves stdout alone (hls4ml prints the compiler output only on failure),
-    which is safe in threads; the default captures it for the error message. Returns the path."""
+    """Compile the C-simulation library with qornn's own g++ command (nothing is loaded).
+    `quiet_output` is kept for compatibility (the compiler output is always captured and its last
+    lines go into the error message). Returns the path."""
     prj = Path(prj_dir).resolve()
-    read_meta(prj)
-    if _is_stream(prj):
-        lib = _build_stream_driver(prj)
-        (prj / CSIM_FILE).write_text(json.dumps({"library": lib.name, "compiled_in": str(prj)}) + "\n")
-        return lib
-    model = linked_model(prj)
-    log = io.StringIO()
-    try:
-        if quiet_output:
-            with quiet(log):
-                lib = model.config.backend.compile(model)
-        else:
-            lib = model.config.backend.compile(model)
-    except Exception:
-        detail = _last_lines(log.getvalue(), 4) or "see the compiler output above"
-        raise QornnError(f"compiling the C-simulation of {prj} failed: {detail}") from None
-    (prj / CSIM_FILE).write_text(json.dumps({"library": Path(lib).name, "compiled_in": str(prj)}) + "\n")
-    return Path(lib)
+    meta = read_meta(prj)
+    (prj / CSIM_FILE).unlink(missing_ok=True)   # not ready while compiling
+    lib = _compile(prj, meta)
+    write_bytes_atomic(prj / CSIM_FILE, (json.dumps({"library": lib.name, "compiled_in": str(prj)}) + "\n").encode())
+    return lib
 
 
 def compile_project(prj_dir) -> Path:

@@ -295,22 +295,25 @@ def write_project(art, out_dir, backend: str = "Vitis", reuse_factor: int = 1, p
 
 
 def read_meta(prj_dir) -> dict:
+    """The project's qornn_hls.json, validated strictly (hls/schema.py): a project directory is the
+    user's input, so every key, type and range is checked before any value is used."""
+    from .schema import read_meta_file
+
     prj = Path(prj_dir)
     path = prj / PROJECT_FILE
     if not prj.is_dir():
         raise QornnError(f"firmware project {prj} not found (write one with `qornn hls ART --out {prj}`)")
     if not path.is_file():
         raise QornnError(f"{prj} is not a qornn firmware project ({PROJECT_FILE} missing)")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise QornnError(f"{path}: not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != PROJECT_FORMAT:
-        raise QornnError(f"{path}: not a qornn firmware project description")
-    if meta.get("version") != PROJECT_VERSION:
-        raise QornnError(f"{path}: project version {meta.get('version')!r}, this qornn reads {PROJECT_VERSION}; "
-                         "regenerate the project")
-    return meta
+    return read_meta_file(path, PROJECT_VERSION)
+
+
+def read_config(prj_dir, meta: dict | None = None) -> dict:
+    """The project's hls4ml_config.yml, validated strictly against its qornn_hls.json."""
+    from .schema import read_hls_config
+
+    prj = Path(prj_dir)
+    return read_hls_config(prj / "hls4ml_config.yml", read_meta(prj) if meta is None else meta)
 
 
 def options_of(meta: dict) -> HlsOptions:
@@ -325,6 +328,25 @@ def _which(*names: str) -> str | None:
     return None
 
 
+def require_tool(backend: str, prj=None) -> str:
+    """The HLS tool of `backend` on PATH, or a one-line QornnError (checked before anything is written)."""
+    from .options import BACKENDS, _choice
+
+    backend = _choice("backend", backend, BACKENDS)
+    where = prj if prj is not None else "PRJ"
+    if backend == "Vitis":
+        tool = _which("vitis-run", "vitis_hls")
+        if tool is None:
+            raise QornnError(f"Vitis HLS not found on PATH (looked for vitis-run and vitis_hls); source the "
+                             f"Vitis settings64.sh, or synthesize elsewhere: cd {where} && vitis_hls -f build_prj.tcl")
+    else:
+        tool = _which("vivado_hls")
+        if tool is None:
+            raise QornnError(f"Vivado HLS not found on PATH (looked for vivado_hls); source the Vivado "
+                             f"settings64.sh, or synthesize elsewhere: cd {where} && vivado_hls -f build_prj.tcl")
+    return tool
+
+
 def build_project(prj_dir, csim: bool = False, synth: bool = True, cosim: bool = False, export: bool = False,
                   vsynth: bool = False) -> dict:
     """Run HLS synthesis of a generated project (build_prj.tcl) with the backend's tool.
@@ -332,18 +354,9 @@ def build_project(prj_dir, csim: bool = False, synth: bool = True, cosim: bool =
     Needs vitis-run / vitis_hls (Vitis backend) or vivado_hls (Vivado backend) on PATH.
     Returns hls4ml's parsed report (a dict)."""
     meta = read_meta(prj_dir)
+    read_config(prj_dir, meta)
     prj = Path(prj_dir).resolve()
-    backend = meta["options"]["backend"]
-    if backend == "Vitis":
-        tool = _which("vitis-run", "vitis_hls")
-        if tool is None:
-            raise QornnError(f"Vitis HLS not found on PATH (looked for vitis-run and vitis_hls); source the "
-                             f"Vitis settings64.sh, or synthesize elsewhere: cd {prj} && vitis_hls -f build_prj.tcl")
-    else:
-        tool = _which("vivado_hls")
-        if tool is None:
-            raise QornnError(f"Vivado HLS not found on PATH (looked for vivado_hls); source the Vivado "
-                             f"settings64.sh, or synthesize elsewhere: cd {prj} && vivado_hls -f build_prj.tcl")
+    tool = require_tool(meta["options"]["backend"], prj)
     opts = {"reset": False, "csim": csim, "synth": synth, "cosim": cosim, "validation": False,
             "export": export, "vsynth": vsynth, "fifo_opt": False}
     if tool == "vitis_hls":  # Vitis HLS without vitis-run: same script, options from build_opt.tcl

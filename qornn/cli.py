@@ -39,6 +39,11 @@ TRAIN_OPTIONS = {
     "lr_decay": ("train", "lr_decay", 0.1), "clip_grad": ("train", "clip_grad", 1.0),
     "seed": ("train", "seed", 0), "device": ("train", "device", "cpu"),
     "checkpoint_every": ("train", "checkpoint_every", 100), "checkpoint_seconds": ("train", "checkpoint_seconds", 60.0),
+    # integer-aware training (add_qat_options)
+    "act_bits": ("model", "act_bits", None), "input_bits": ("model", "input_bits", 8),
+    "act_scale": ("model", "act_scale", "lsq"), "weight_scale": ("model", "weight_scale", "max"),
+    "spectral_scale": ("model", "spectral_scale", False), "rounding": ("model", "rounding", "nearest"),
+    "quant_noise": ("model", "quant_noise", 0.0),
 }
 
 
@@ -81,7 +86,40 @@ def add_train(sub):
                    "from RUN.partial; other options must agree with them)")
     p.add_argument("--force", action="store_true", help="replace an existing run directory, or discard an "
                    "unfinished one and start over")
+    add_qat_options(p)
     p.set_defaults(func=cmd_train)
+
+
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {v}")
+    return v
+
+
+def add_qat_options(p) -> None:
+    """Integer-aware training (issue 10): hidden-state QAT, scales, rounding. -> QORNN arguments."""
+    g = p.add_argument_group("integer-aware training")
+    g.add_argument("--act-bits", type=_positive, help="quantize every step's hidden state to "
+                   "this many bits in training (2..16), exactly as the integer loop will; export then uses "
+                   "the trained scales (default: off, calibrate at export)")
+    g.add_argument("--input-bits", type=_positive, help="input bits with --act-bits (default 8)")
+    g.add_argument("--act-scale", help="hidden scale with --act-bits: lsq (learned, default) "
+                   "or max (tracked running maximum)")
+    g.add_argument("--weight-scale", help="weight scales: max (max-abs, default), lsq "
+                   "(learned), po2 (powers of two: every requant multiplier 1, the loop only shifts)")
+    g.add_argument("--spectral-scale", action="store_true", default=None, help="shrink the scale of q(W) so that "
+                   "sigma_max(q(W)) <= 1 (same codes): a non-expansive quantized recurrence")
+    g.add_argument("--rounding", help="weight rounding in training: nearest (default) "
+                   "or stochastic (unbiased)")
+    g.add_argument("--quant-noise", type=_rate, help="Quant-Noise: quantize only this random "
+                   "fraction of the weights each training step (default 0: all)")
+
+
+QAT_OPTIONS = ("act_bits", "input_bits", "act_scale", "weight_scale", "spectral_scale", "rounding", "quant_noise")
 
 
 def _as_options(e: QornnError) -> QornnError:
@@ -122,7 +160,8 @@ def build_model_and_task(args):
     model_kw = dict(weight_bits=v("weight_bits"), activation=v("activation"), method=v("method"),
                     output_mode=task.output_mode, output_bits=v("output_bits"), projunn_rank=v("projunn_rank"),
                     projunn_mode=v("projunn_mode"), penalty=v("penalty"), recurrent_bits=v("recurrent_bits"),
-                    input_weight_bits=v("input_weight_bits"), narrow_range=v("narrow_range"))
+                    input_weight_bits=v("input_weight_bits"), narrow_range=v("narrow_range"),
+                    **{dest: v(dest) for dest in QAT_OPTIONS})
     check_budget({"hidden_size": v("hidden"), "input_size": task.input_size, "output_size": task.output_size,
                   "output_mode": task.output_mode}, task, cfg)
     torch.manual_seed(cfg.seed)
@@ -188,9 +227,16 @@ def _resume(args, resume_run):
 def add_export(sub):
     p = sub.add_parser("export", help="export a run to an integer artifact (+ ONNX)")
     p.add_argument("run", help="run directory from `qornn train`")
-    p.add_argument("--act-bits", type=_positive, default=8, help="hidden-state bits, 2..16 (default 8)")
-    p.add_argument("--input-bits", type=_positive, default=8, help="input bits, 2..16 (default 8)")
+    p.add_argument("--act-bits", type=_positive, default=None,
+                   help="hidden-state bits, 2..16 (default: as trained with --act-bits, else 8)")
+    p.add_argument("--input-bits", type=_positive, default=None, help="input bits, 2..16 (default: as trained, else 8)")
     p.add_argument("--output-bits", type=_positive, default=None, help="bits of V, 1..8 (default: as trained, else 8)")
+    p.add_argument("--weight-scale", default=None, help="max, lsq or po2 (default: as trained); po2 also makes "
+                   "the calibrated s_x and s_h powers of two")
+    p.add_argument("--spectral-scale", action="store_true", default=None,
+                   help="shrink the scale of q(W) to sigma_max(q(W)) <= 1 (default: as trained)")
+    p.add_argument("--calibrate", action="store_true", help="calibrate the hidden scale post hoc even for a "
+                   "run trained with --act-bits")
     p.add_argument("--target-sqnr", type=float, default=None, metavar="DB",
                    help="pick the smallest hidden-state width whose SQNR reaches DB (overrides --act-bits)")
     p.add_argument("--out", required=True, help="artifact directory to write")
@@ -198,7 +244,8 @@ def add_export(sub):
     p.set_defaults(func=cmd_export)
 
 
-def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False, target_sqnr=None):
+def export_run(run, out, act_bits=None, input_bits=None, output_bits=None, force=False, target_sqnr=None,
+               weight_scale=None, spectral_scale=None, calibrate=False):
     """run dir -> artifact dir (with model.onnx); returns (artifact, costs, task, sqnr)."""
     from qornn.atomic import refuse_overlap
     from qornn.export.artifact import save_artifact
@@ -209,9 +256,14 @@ def export_run(run, out, act_bits, input_bits=8, output_bits=None, force=False, 
 
     refuse_overlap(out, [run], "artifact directory")
     model, task, cfg = load_run(run)
+    if target_sqnr is not None and model.act is not None and not calibrate:
+        raise QornnError(f"--target-sqnr picks a calibrated hidden width, but this run was trained with "
+                         f"--act-bits {model.act_bits}: export it as trained, or add --calibrate")
 
     def export(bits):
-        return export_model(model, task, bits, input_bits, output_bits, provenance={"run": str(run)})[0]
+        return export_model(model, task, bits, input_bits, output_bits, provenance={"run": str(run)},
+                            weight_scale=weight_scale, spectral_scale=spectral_scale,
+                            calibrate_hidden=calibrate)[0]
 
     if target_sqnr is not None:
         _, art, h_sqnr = smallest_act_bits(model, task, target_sqnr, export)
@@ -234,14 +286,19 @@ def _extra_files(art) -> dict:
 
 def cmd_export(args) -> int:
     art, costs, _, sqnr = export_run(args.run, args.out, args.act_bits, args.input_bits, args.output_bits,
-                                     args.force, args.target_sqnr)
-    cal = art.provenance.get("calibration")
+                                     args.force, args.target_sqnr, args.weight_scale, args.spectral_scale,
+                                     args.calibrate)
+    cal, how = art.provenance.get("calibration"), art.provenance.get("scales", {})
     fp, en = costs["footprint"], costs["energy"]
     e_w, e_u = art.requant_errors()
+    spectral = ", spectral" if how.get("spectral") else ""
     print(f"wrote {args.out}")
     if cal:
         print(f"  calibration : max|x| = {cal['x_absmax']:.4g}, max|h| = {cal['h_absmax']:.4g} "
-              f"({cal['batches']}x{cal['batch_size']} sequences)")
+              f"({cal['batches']}x{cal['batch_size']} sequences); weights {how.get('weights')}{spectral}")
+    else:
+        print(f"  trained     : s_h {how.get('hidden')}, s_x {how.get('input')}; weight scales {how.get('weights')}"
+              f"{spectral} (hidden-state QAT: no calibration)")
     print(f"  scales      : s_x = {art.input_scale:.4g}, s_h = {art.hidden_scale:.4g} ({art.scale_mode})")
     print(f"  requant     : M_W/2^S_W = {art.m_w}/2^{art.shift_w} (relative error {e_w:.2g}), "
           f"M_U/2^S_U = {art.m_u}/2^{art.shift_u} (relative error {e_u:.2g})")
@@ -339,7 +396,9 @@ def add_bench(sub):
     budget.add_argument("--epochs", type=_positive, default=None, help="epochs per cell (finite datasets)")
     p.add_argument("--length", type=_positive, default=None)
     p.add_argument("--pixels-per-step", type=_positive, default=None)
-    p.add_argument("--act-bits", type=_positive, default=12)
+    p.add_argument("--act-bits", type=_positive, default=12, help="hidden-state bits of the exported cells (default 12)")
+    p.add_argument("--qat", action="store_true", help="train the quantized cells with hidden-state QAT at --act-bits "
+                   "(default: calibrate the hidden state after training)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--optimizer", default="adam", help="adam (default) or rmsprop")
     p.add_argument("--orth-lr", type=float, default=None, help="learning rate of W alone (default: --lr)")
@@ -380,7 +439,7 @@ def cmd_bench(args) -> int:
                     lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds, task_options=opts,
                     eval_batches=args.eval_batches or None, device=args.device, use_ray=not args.no_ray,
                     ray_address=args.ray_address, workers=args.workers, epochs=args.epochs,
-                    optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad)
+                    optimizer=args.optimizer, orth_lr=args.orth_lr, clip_grad=args.clip_grad, qat=args.qat)
     print((Path(args.out) / "results.md").read_text())
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
@@ -396,8 +455,9 @@ def add_sensitivity(sub):
                        "a bit allocation under a budget")
     p.add_argument("run", help="run directory from `qornn train`")
     p.add_argument("--out", required=True, help="directory for sensitivity.md, sensitivity.png, sensitivity.json")
-    p.add_argument("--act-bits", type=_positive, default=8, help="base hidden-state width (default 8)")
-    p.add_argument("--input-bits", type=_positive, default=8, help="base input width (default 8)")
+    p.add_argument("--act-bits", type=_positive, default=None,
+                   help="base hidden-state width (default: as trained with --act-bits, else 8)")
+    p.add_argument("--input-bits", type=_positive, default=None, help="base input width (default: as trained, else 8)")
     p.add_argument("--output-bits", type=_positive, default=None, help="base width of V (default: as trained, else 8)")
     p.add_argument("--budget-bits", type=_positive, default=None,
                    help="recommend W/U/V widths whose weights fit this many bits")
@@ -442,6 +502,10 @@ def cmd_hls(args) -> int:
     from qornn.hls import build_project, compile_project, read_meta, write_project
 
     refuse_overlap(args.out, [args.artifact], "project directory")
+    if args.build:  # refuse before anything is written when the HLS tool is missing
+        from qornn.hls.project import require_tool
+
+        require_tool(args.backend, args.out)
     prj = write_project(args.artifact, args.out, backend=args.backend, reuse_factor=args.reuse_factor,
                         part=args.part, clock_period=args.clock_period, max_length=args.max_length,
                         strategy=args.strategy, force=args.force, io_type=args.io_type)

@@ -106,7 +106,10 @@ def field(d, path: str, kind, lo=None, hi=None, where: str = "", default=_MISSIN
         cur = cur[part]
     ok = isinstance(cur, kind) and not (kind in (int, float) and isinstance(cur, bool))
     if kind is float and isinstance(cur, int) and not isinstance(cur, bool):
-        cur, ok = float(cur), True
+        try:
+            cur, ok = float(cur), True
+        except OverflowError:   # an integer beyond float range (e.g. 10**400 in a float field)
+            raise QornnError(f"{pre}field '{path}' must be a finite number, got {_short(cur)}") from None
     if not ok:
         raise QornnError(f"{pre}field '{path}' must be {_kind_name(kind)}, got {_short(cur)}")
     if kind is float and not math.isfinite(cur):

@@ -33,12 +33,21 @@ FLOAT_COLS = ("float", "fake_quantized", "integer", "seconds")
 LOCK_WAIT_S = 60          # a cell whose run is locked by a dying orphan worker waits this long
 
 
+def _qat_bits(method: str, qat: bool, act_bits: int) -> int | None:
+    """The hidden-state QAT width of a cell (None: calibrated). Only the STE methods train quantized;
+    ptq-projunn and fp train in full precision and are calibrated at export."""
+    return act_bits if qat and method.startswith("ste-") else None
+
+
 def run_grid(task_name: str, methods: list[str], bits: list[int], hidden: int, steps: int | None, out,
              act_bits: int = 12, lr: float = 1e-3, batch_size: int = 64, seed: int | None = 0,
              task_options: dict | None = None, eval_batches: int | None = 4, device: str = "cpu",
              seeds: list[int] | None = None, use_ray: bool = True, ray_address: str | None = None,
-             workers: int | None = None, progress: bool = True, **train_options) -> list[dict]:
-    """Run (or finish) the grid; returns every row. Everything is validated before OUT is created."""
+             workers: int | None = None, progress: bool = True, qat: bool = False, **train_options) -> list[dict]:
+    """Run (or finish) the grid; returns every row. Everything is validated before OUT is created.
+
+    qat: train every quantized cell with hidden-state QAT at `act_bits` (export then uses the
+    trained scales); otherwise the hidden state is calibrated after training."""
     from qornn.train.config import TrainConfig, resolve_epochs
     from qornn.train.quantizers import check_bits
     from qornn.train.tasks import make_task
@@ -71,7 +80,7 @@ def run_grid(task_name: str, methods: list[str], bits: list[int], hidden: int, s
     for m in methods:
         for k in bits:
             QORNN(task.input_size, min(hidden, 4), task.output_size, weight_bits=k, method=m,
-                  output_mode=task.output_mode)
+                  output_mode=task.output_mode, act_bits=_qat_bits(m, qat, act_bits))
 
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
@@ -84,6 +93,8 @@ def run_grid(task_name: str, methods: list[str], bits: list[int], hidden: int, s
                 spec = {"task": task.config(), "method": method, "weight_bits": k, "hidden": hidden,
                         "act_bits": act_bits, "eval_batches": eval_batches, "train": cfgs[s].to_dict(),
                         "out": str(out / "runs" / cell_name(method, k, s, len(seeds)))}
+                if _qat_bits(method, qat, act_bits):
+                    spec["qat"] = True   # only when set: the plans of calibrated grids keep their hashes
                 spec["plan"] = plan_hash(spec)
                 specs.append(spec)
     plans = {s["plan"] for s in specs}
@@ -91,7 +102,7 @@ def run_grid(task_name: str, methods: list[str], bits: list[int], hidden: int, s
     done = {r["plan"] for r in rows}
     todo = [s for s in specs if s["plan"] not in done]
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"task": task, "bits": bits, "methods": methods, "seeds": seeds}
+    meta = {"task": task, "bits": bits, "methods": methods, "seeds": seeds, "qat": qat}
     if rows:
         _write(out, rows, **meta)
     if todo:
@@ -152,14 +163,16 @@ def _cell_metrics(spec: dict) -> dict:
             m, _, cfg = load_run(run)
             saved = {k: v for k, v in cfg["train"].items() if k not in ("seconds", "final", "steps_per_epoch")}
             if saved == tr and m.config["method"] == spec["method"] and m.weight_bits == spec["weight_bits"] \
-                    and m.hidden_size == spec["hidden"] and cfg["task"] == task.config():
+                    and m.hidden_size == spec["hidden"] and cfg["task"] == task.config() \
+                    and m.act_bits == (spec["act_bits"] if spec.get("qat") else None):
                 model = m
         except QornnError:
             model = None
     if model is None:
         torch.manual_seed(tr["seed"])
         model = QORNN(task.input_size, spec["hidden"], task.output_size, weight_bits=spec["weight_bits"],
-                      method=spec["method"], output_mode=task.output_mode)
+                      method=spec["method"], output_mode=task.output_mode,
+                      act_bits=spec["act_bits"] if spec.get("qat") else None)
         steps, batch, lr, seed = tr.pop("steps"), tr.pop("batch_size"), tr.pop("lr"), tr.pop("seed")
         deadline = time.time() + LOCK_WAIT_S
         while True:
@@ -324,7 +337,7 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f}±{statistics.stdev(values):.3f}"
 
 
-def _write(out: Path, rows: list[dict], task, bits, methods, seeds) -> None:
+def _write(out: Path, rows: list[dict], task, bits, methods, seeds, qat=False) -> None:
     from qornn.atomic import write_bytes_atomic
 
     rows.sort(key=lambda r: (methods.index(r["method"]) if r["method"] in methods else 99, r["weight_bits"], r["seed"]))
@@ -338,7 +351,8 @@ def _write(out: Path, rows: list[dict], task, bits, methods, seeds) -> None:
     r0 = rows[0]
     n = len(seeds)
     lines = [f"Task `{task.name}` {json.dumps(task.config())}; hidden {r0['hidden']}, {r0['steps']} steps, "
-             f"seed{'s' if n > 1 else ''} {', '.join(map(str, seeds))}, hidden state {r0['act_bits']} bits. "
+             f"seed{'s' if n > 1 else ''} {', '.join(map(str, seeds))}, hidden state {r0['act_bits']} bits "
+             f"({'trained in: hidden-state QAT' if qat else 'calibrated after training'}). "
              f"Metric: {m} ({'higher' if getattr(task, 'higher_is_better', True) else 'lower'} is better); "
              "cells: float / fake-quantized / integer simulator"
              + (f" (mean ± std over {n} seeds)" if n > 1 else "") + ".", "",

@@ -24,7 +24,8 @@ def _weight_bits(bits: dict, sizes: dict) -> int:
     return sum(bits[k] * sizes[k] for k in ("W", "U", "V"))
 
 
-def run_sensitivity(run, out, act_bits: int = 8, input_bits: int = 8, output_bits: int | None = None,
+def run_sensitivity(run, out, act_bits: int | None = None, input_bits: int | None = None,
+                    output_bits: int | None = None,
                     eval_batches: int | None = 4, budget_bits: int | None = None, force: bool = False,
                     progress: bool = True) -> dict:
     import shutil
@@ -38,9 +39,12 @@ def run_sensitivity(run, out, act_bits: int = 8, input_bits: int = 8, output_bit
     from qornn.train.quantizers import check_bits
 
     refuse_overlap(out, [run], "sensitivity output")
+    model, task, _ = load_run(run)
+    qat = model.act is not None  # trained with hidden-state QAT: its own widths are the base
+    act_bits = act_bits if act_bits is not None else (model.act_bits if qat else 8)
+    input_bits = input_bits if input_bits is not None else (model.input_bits if qat else 8)
     check_bits(act_bits, "activation bits", 2, 16)
     check_bits(input_bits, "input bits", 2, 16)
-    model, task, _ = load_run(run)
     if model.weight_bits is None:
         raise QornnError("this run has full-precision weights; sensitivity needs a quantized run")
     base = {"W": model.recurrent_bits, "U": model.input_weight_bits,
@@ -57,7 +61,9 @@ def run_sensitivity(run, out, act_bits: int = 8, input_bits: int = 8, output_bit
     def measure(bits: dict) -> float:
         m = copy.deepcopy(model)
         m.recurrent_bits, m.input_weight_bits = bits["W"], bits["U"]
-        art, _ = export_model(m, task, act_bits=bits["h"], input_bits=bits["x"], output_bits=bits["V"])
+        as_trained = qat and (bits["h"], bits["x"]) == (model.act_bits, model.input_bits)
+        art, _ = export_model(m, task, act_bits=bits["h"], input_bits=bits["x"], output_bits=bits["V"],
+                              calibrate_hidden=qat and not as_trained)
         return float(evaluate_artifact(art, task, eval_batches)[metric])
 
     tmp = prepare_dir(out, force, marker="sensitivity.json")

@@ -45,7 +45,8 @@ def _onnx_executor(art, art_dir, x):
 
 
 def _hls_executor(art, prj_dir, x):
-    """C-simulation of the hls4ml project in PRJ_DIR (qornn.hls); checks it was generated from `art`.
+    """C-simulation of qornn's own cached build of the --hls project (qornn.hls.trust: the user's
+    directory, checked equal to it, runs nothing); checks it was generated from `art`.
     The firmware keeps its hidden state inside, so it returns outputs only."""
     from qornn.hls.csim import run_csim
 
@@ -127,7 +128,11 @@ def verify(art_dir, onnx: bool = True, hls_dir: str | None = None, sequences: in
             raise QornnError("the hls-csim executor is not available in this installation of qornn")
         if not Path(hls_dir).is_dir():
             raise QornnError(f"hls project directory {hls_dir} not found")
-        selected.append(("hls-csim", str(hls_dir)))
+        # PRJ_DIR is untrusted: nothing in it runs. Its firmware must equal qornn's own project for
+        # the same artifact and options, whose cached build (qornn's g++ command) is simulated.
+        from qornn.hls.trust import trusted_project
+
+        selected.append(("hls-csim", str(trusted_project(art, hls_dir))))
     if rtl_dir is not None:
         if not Path(rtl_dir).is_dir():
             raise QornnError(f"RTL directory {rtl_dir} not found")

@@ -139,3 +139,27 @@ def test_driver_sigkill_then_rerun_resumes(serial_reference, tmp_path):
     assert next(r for r in now if r["method"] == first[0]["method"]) == first[0]  # merged, not redone
     for c in ("ste-bjorck-w4", "fp-w4"):
         assert same_weights(serial_reference / "runs" / c, out / "runs" / c), c
+
+
+def test_qat_grid_trains_the_hidden_state_in_and_keeps_calibrated_plans(tmp_path):
+    import json
+
+    out = tmp_path / "g"
+    got = run_grid("copy", ["ste-bjorck", "ptq-projunn"], [4], 8, 6, out, act_bits=6, task_options={"length": 22},
+                   eval_batches=1, use_ray=False, progress=False, qat=True)
+    assert [r["status"] for r in got] == ["ok", "ok"]
+    runs = {p.name: json.loads((p / "config.json").read_text())["model"] for p in (out / "runs").iterdir()}
+    acts = sorted((m["method"], m["act_bits"]) for m in runs.values())
+    assert acts == [("ptq-projunn", None), ("ste-bjorck", 6)], acts
+    assert "hidden-state QAT" in (out / "results.md").read_text()
+    # the QAT-trained cell's integer metric is its fake-quantized one (the same integer loop)
+    bj = next(r for r in got if r["method"] == "ste-bjorck")
+    assert bj["integer"] == pytest.approx(bj["fake_quantized"], abs=0.02)
+    # ptq-projunn is calibrated with or without --qat: the same plan, so a calibrated grid reuses it
+    again = run_grid("copy", ["ptq-projunn"], [4], 8, 6, out, act_bits=6, task_options={"length": 22},
+                     eval_batches=1, use_ray=False, progress=False)
+    assert [r["plan"] for r in again] == [r["plan"] for r in got if r["method"] == "ptq-projunn"]
+    # while a calibrated ste-bjorck cell is another plan than its QAT cell
+    cal = run_grid("copy", ["ste-bjorck"], [4], 8, 6, tmp_path / "c", act_bits=6, task_options={"length": 22},
+                   eval_batches=1, use_ray=False, progress=False)
+    assert cal[0]["plan"] != bj["plan"]

@@ -90,7 +90,7 @@ def _shown_commands():
              ROOT / "docs" / "tutorial.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
     for path in files:
         for block in re.findall(r"^```(?:bash|console)\n(.*?)^```", path.read_text(), re.S | re.M):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():   # a shell line continuation joins lines
                 line = line.removeprefix("$ ").split(" #")[0].strip()
                 if line.startswith("qornn "):
                     yield path.name, line

@@ -136,19 +136,24 @@ def tiny(name):
     return make_task(name, length=22)
 
 
-@pytest.mark.parametrize("method, task_name, options", [
-    ("ste-bjorck", "copy", {}),
-    ("ste-projunn", "copy", dict(optimizer="rmsprop", orth_lr=1e-4, lr_schedule="step", lr_decay_every=7)),
-    ("ste-pen", "adding", dict(clip_grad=0.0)),
-    ("ptq-projunn", "copy", dict(optimizer="rmsprop")),
-    ("fp", "pmnist", dict(epochs=6, lr_schedule="step", lr_decay_every=5, lr_decay=0.5)),
+@pytest.mark.parametrize("method, task_name, options, model_kw", [
+    ("ste-bjorck", "copy", {}, {}),
+    ("ste-projunn", "copy", dict(optimizer="rmsprop", orth_lr=1e-4, lr_schedule="step", lr_decay_every=7), {}),
+    ("ste-pen", "adding", dict(clip_grad=0.0), {}),
+    ("ptq-projunn", "copy", dict(optimizer="rmsprop"), {}),
+    ("fp", "pmnist", dict(epochs=6, lr_schedule="step", lr_decay_every=5, lr_decay=0.5), {}),
+    # integer-aware training: learned hidden/weight scales, a tracked maximum, random rounding and noise
+    ("ste-bjorck", "copy", {}, dict(act_bits=6, weight_scale="lsq", rounding="stochastic", quant_noise=0.3)),
+    ("ste-projunn", "copy", dict(optimizer="rmsprop"), dict(act_bits=5, act_scale="max", weight_scale="po2",
+                                                            spectral_scale=True)),
 ])
-def test_every_method_and_optimizer_resumes_bit_exactly(tmp_path, method, task_name, options, monkeypatch):
+def test_every_method_and_optimizer_resumes_bit_exactly(tmp_path, method, task_name, options, model_kw, monkeypatch):
     def run(out, kill_at=None, resume=False):
         task = tiny(task_name)
         torch.manual_seed(1)
         model = QORNN(task.input_size, 8, task.output_size, weight_bits=4, method=method,
-                      output_mode=task.output_mode, projunn_mode="T" if method == "ptq-projunn" else "D")
+                      output_mode=task.output_mode, projunn_mode="T" if method == "ptq-projunn" else "D",
+                      **model_kw)
         if kill_at is not None:
             calls = {"n": 0}
             orig = task.batch

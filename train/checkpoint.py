@@ -30,8 +30,14 @@ MODEL_FIELDS = {
     "power_iters": (int, False), "projunn_rank": (int, False), "projunn_mode": (str, False),
     "penalty": (float, False), "recurrent_bits": (int, True), "input_weight_bits": (int, True),
     "narrow_range": (bool, False),
+    # integer-aware training (train/act_quant.py, train/lsq.py)
+    "act_bits": (int, True), "input_bits": (int, False), "act_scale": (str, False), "weight_scale": (str, False),
+    "spectral_scale": (bool, False), "rounding": (str, False), "quant_noise": (float, False),
 }
-OPTIONAL_MODEL_FIELDS = {"recurrent_bits": None, "input_weight_bits": None, "narrow_range": False}  # newer than v1
+# fields newer than v1, with the value a run written before them means
+OPTIONAL_MODEL_FIELDS = {"recurrent_bits": None, "input_weight_bits": None, "narrow_range": False,
+                         "act_bits": None, "input_bits": 8, "act_scale": "lsq", "weight_scale": "max",
+                         "spectral_scale": False, "rounding": "nearest", "quant_noise": 0.0}
 
 
 def save_run(model, task, train_cfg: dict, tmp_dir: Path) -> None:

@@ -3,6 +3,14 @@
 A plain ``torch.nn.Module``: drop it into any training loop. The recurrent matrix comes from
 the training method's parametrization (``recurrent_float``); the forward pass always uses its
 k-bit fake-quantized version (straight-through estimator) unless ``quantized=False``.
+
+With ``act_bits`` (hidden-state QAT) the quantized forward pass is the integer loop of
+docs/spec.md computed in floating point: inputs rounded to ``input_bits``-bit codes, every
+hidden state to ``act_bits``-bit codes with the spec's rounding (half up) and saturation, the
+modReLU bias in hidden codes, V and c on the output grid. Its scales are trained (learned or
+tracked, train/act_quant.py) and exported as they are; the exported integers then differ from
+this forward only through M/2^S against the float ratios, and not at all with power-of-two
+scales (``weight_scale='po2'``).
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ from torch import nn
 
 from qornn.errors import QornnError
 
+from .act_quant import ACT_SCALES, ActQuant, input_term, on_requant_grid, requant_ratio
 from .bjorck import bjorck, spectral_norm_estimate
-from .quantizers import check_bits, fake_quantize
-from .recurrence import recurrence
+from .lsq import log2_param, lsq_grad_factor, scale_from_log2
+from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize, value_of
+from .recurrence import qrecurrence, recurrence
 
 ACTIVATIONS = ("modrelu", "relu")
 OUTPUT_MODES = ("every_step", "last_step")
@@ -65,6 +75,13 @@ class QORNN(nn.Module):
         recurrent_bits: int | None = None,
         input_weight_bits: int | None = None,
         narrow_range: bool = False,
+        act_bits: int | None = None,
+        input_bits: int = 8,
+        act_scale: str = "lsq",
+        weight_scale: str = "max",
+        spectral_scale: bool = False,
+        rounding: str = "nearest",
+        quant_noise: float = 0.0,
     ):
         super().__init__()
         for name, value in (("input size", input_size), ("hidden size", hidden_size), ("output size", output_size)):
@@ -101,12 +118,40 @@ class QORNN(nn.Module):
                 raise QornnError(f"{name} must be an integer in {lo}..{MAX_ITERS}, got {value!r}")
         if weight_bits is None and method.startswith("ste-"):
             raise QornnError(f"method {method} trains quantized weights; give weight bits")
+        # integer-aware training (hidden-state QAT, scales, rounding)
+        if act_bits is not None:
+            check_bits(act_bits, "activation bits", 2, 16)
+            if act_bits < 3:
+                raise QornnError("hidden-state QAT needs act bits >= 3: a 2-bit hidden state (codes -1, 0, 1) is "
+                                 "always 0 or at the clip, where the straight-through gradient is 0 "
+                                 "(2-bit hidden states can be exported post hoc)")
+            check_bits(input_bits, "input bits", 2, 16)
+            if not method.startswith("ste-"):
+                raise QornnError(f"hidden-state QAT (act bits) needs a QAT method (ste-*), not {method}: "
+                                 "PTQ methods train in full precision and calibrate at export")
+            output_bits = 8 if output_bits is None else output_bits  # the integer core quantizes V
+        if act_scale not in ACT_SCALES:
+            raise QornnError(f"unknown act scale {act_scale!r}; choose one of {', '.join(ACT_SCALES)}")
+        if weight_scale not in WEIGHT_SCALES:
+            raise QornnError(f"unknown weight scale {weight_scale!r}; choose one of {', '.join(WEIGHT_SCALES)}")
+        if weight_scale == "lsq" and not method.startswith("ste-"):
+            raise QornnError(f"learned (lsq) weight scales need a QAT method (ste-*), not {method}")
+        if not isinstance(spectral_scale, bool):
+            raise QornnError(f"spectral_scale must be true or false, got {spectral_scale!r}")
+        if rounding not in ("nearest", "stochastic"):
+            raise QornnError(f"rounding must be nearest or stochastic, got {rounding!r}")
+        if rounding == "stochastic" and 1 in (weight_bits, recurrent_bits, input_weight_bits, output_bits):
+            raise QornnError("stochastic rounding needs weights of 2 bits or more (1 bit is a sign)")
+        if isinstance(quant_noise, bool) or not (isinstance(quant_noise, (int, float)) and 0 <= quant_noise < 1):
+            raise QornnError(f"quant noise must be a rate in [0, 1), got {quant_noise!r}")
         self.config = dict(
             input_size=input_size, hidden_size=hidden_size, output_size=output_size,
             weight_bits=weight_bits, activation=activation, method=method, output_mode=output_mode,
             output_bits=output_bits, bjorck_iters=bjorck_iters, power_iters=power_iters,
             projunn_rank=projunn_rank, projunn_mode=projunn_mode, penalty=penalty,
             recurrent_bits=recurrent_bits, input_weight_bits=input_weight_bits, narrow_range=narrow_range,
+            act_bits=act_bits, input_bits=input_bits, act_scale=act_scale, weight_scale=weight_scale,
+            spectral_scale=spectral_scale, rounding=rounding, quant_noise=float(quant_noise),
         )
         self.projunn_rank, self.projunn_mode, self.penalty = projunn_rank, projunn_mode, penalty
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
@@ -117,6 +162,9 @@ class QORNN(nn.Module):
         self.narrow_range = narrow_range
         self.activation, self.method, self.output_mode = activation, method, output_mode
         self.bjorck_iters, self.power_iters = bjorck_iters, power_iters
+        self.act_bits, self.input_bits = act_bits, input_bits
+        self.weight_scale, self.spectral_scale = weight_scale, spectral_scale
+        self.rounding, self.quant_noise = rounding, float(quant_noise)
 
         self.W = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.U = nn.Parameter(torch.empty(hidden_size, input_size))
@@ -124,6 +172,15 @@ class QORNN(nn.Module):
         self.c = nn.Parameter(torch.zeros(output_size))
         self.b = nn.Parameter(torch.empty(hidden_size)) if activation == "modrelu" else None
         self.register_buffer("_power_u", torch.zeros(hidden_size))
+        # learned weight scales (log2; train/lsq.py), one per quantized tensor
+        self.log2_scales = nn.ParameterDict(
+            {k: nn.Parameter(torch.zeros(())) for k, bits in self._weight_bits().items() if bits is not None}
+            if weight_scale == "lsq" else {})
+        # hidden-state and input quantizers of hidden-state QAT (train/act_quant.py)
+        self.act = (ActQuant(hidden_size, act_bits, input_bits, act_scale, po2=weight_scale == "po2")
+                    if act_bits is not None else None)
+        if self.act is not None or len(self.log2_scales):
+            self.register_buffer("scales_ready", torch.zeros((), dtype=torch.bool))
         self._cache: torch.Tensor | None = None
         self.reset_parameters()
 
@@ -168,7 +225,7 @@ class QORNN(nn.Module):
         """STE-pen's soft orthogonality penalty on the quantized recurrent matrix."""
         if self.method != "ste-pen" or self.penalty == 0:
             return None
-        wq = fake_quantize(self.W, self.recurrent_bits, self.narrow_range)
+        wq = self.effective_weights()["W"]
         eye = torch.eye(self.hidden_size, device=wq.device, dtype=wq.dtype)
         return self.penalty * ((wq.t() @ wq - eye) ** 2).sum()
 
@@ -184,26 +241,100 @@ class QORNN(nn.Module):
             self.W.copy_(projunn_update(self._w_before, self.W, self.projunn_rank, self.projunn_mode))
             self._w_before = None
 
+    def _weight_bits(self) -> dict:
+        return {"W": self.recurrent_bits, "U": self.input_weight_bits, "V": self.output_bits}
+
+    def quantized_weights(self, quantized: bool = True) -> dict[str, tuple]:
+        """name -> (w_q, codes, scale) for W, U, V as the forward pass uses them, w_q == codes * scale
+        exactly (the exporter writes these codes and scales); (w, None, None) where not quantized.
+        Stochastic rounding and Quant-Noise act in training mode only."""
+        floats = {"W": self.recurrent_float(), "U": self.U, "V": self.V}
+        out = {}
+        for name, bits in self._weight_bits().items():
+            w = floats[name]
+            if not quantized or bits is None:
+                out[name] = (w, None, None)
+                continue
+            scale = None
+            if self.weight_scale == "lsq":
+                top = int_range(bits, self.narrow_range)[1]
+                scale = scale_from_log2(self.log2_scales[name], lsq_grad_factor(w.numel(), top))
+            out[name] = quantize(w, bits, self.narrow_range, mode=self.weight_scale, scale=scale,
+                                 stochastic=self.training and self.rounding == "stochastic",
+                                 spectral=self.spectral_scale and name == "W",
+                                 noise_rate=self.quant_noise if self.training else 0.0,
+                                 # r_W = s_W exactly as the integer loop's M_W / 2^S_W
+                                 round_scale=on_requant_grid if self.act is not None and name == "W" else None)
+        return out
+
     def effective_weights(self, quantized: bool = True) -> dict[str, torch.Tensor]:
         """W, U, V as the forward pass uses them (fake-quantized, or float if quantized=False)."""
-        q = quantized
-        return {
-            "W": fake_quantize(self.recurrent_float(), self.recurrent_bits if q else None, self.narrow_range),
-            "U": fake_quantize(self.U, self.input_weight_bits if q else None, self.narrow_range),
-            "V": fake_quantize(self.V, self.output_bits if q else None, self.narrow_range),
-        }
+        return {k: v[0] for k, v in self.quantized_weights(quantized).items()}
+
+    @torch.no_grad()
+    def init_scales(self, x: torch.Tensor) -> None:
+        """Starting points of the trained scales, from the first quantized batch: LSQ weight scales
+        at the max-abs scale; s_x and s_h from this batch (train/act_quant.py)."""
+        floats = {"W": self.recurrent_float(), "U": self.U, "V": self.V}
+        for name, theta in self.log2_scales.items():
+            bits, w = self._weight_bits()[name], floats[name]
+            lo, hi = int_range(bits, self.narrow_range)
+            s = w.abs().mean() if bits == 1 else w.abs().max() / (hi if self.narrow_range else -lo)
+            theta.fill_(log2_param(float(s.clamp_min(1e-12))))
+        if self.act is not None:
+            self.act.initialize(x, float((x @ self.effective_weights()["U"].t()).abs().max()))
+        self.scales_ready.fill_(True)
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, quantized: bool = True, return_hidden: bool = False):
-        """x: (batch, time, input). Returns logits (batch, time, out) or (batch, out) for last_step."""
-        w = self.effective_weights(quantized)
-        ux = x @ w["U"].t()
-        # The time loop with a hand-written backward-through-time (train/recurrence.py): the same
-        # forward as `reference_loop` below, ~3x faster to train than autograd through the loop.
-        hidden = recurrence(ux, w["W"], self.b, self.activation)
+    def forward(self, x: torch.Tensor, quantized: bool = True, return_hidden: bool = False,
+                hidden_quant: bool = True):
+        """x: (batch, time, input). Returns logits (batch, time, out) or (batch, out) for last_step.
+
+        quantized=False: the float network. hidden_quant=False (hidden-state QAT models): quantized
+        weights with a float hidden state and input (what post-hoc calibration observes)."""
+        if quantized and hasattr(self, "scales_ready") and not self.scales_ready:
+            self.init_scales(x)
+        qw = self.quantized_weights(quantized)
+        w = {k: v[0] for k, v in qw.items()}
+        if quantized and hidden_quant and self.act is not None:
+            # Hidden-state QAT: the integer loop in floating point, hidden codes of s_h, saturation
+            # at h_max, STE/LSQ gradients inside the hand-written BPTT kernel (train/recurrence.py).
+            # Evaluation runs it in float64, where it IS the integer loop (every sum below 2^53);
+            # float32 training differs only where a float32 rounding crosses a tie (act_quant.py).
+            dt = x.dtype if self.training else torch.float64
+            xc, s_x = self.act.quantize_input(x.to(dt))
+            s_h = self.act.hidden_scale().to(dt)
+            r_u = requant_ratio(float(qw["U"][2]) * float(s_x) / float(s_h.detach()))
+            u = input_term(xc, w["U"].to(dt), qw["U"][1].to(dt), s_x, s_h, r_u)
+            track = self.training and self.act.mode == "max"
+            b = self.b.to(dt) if self.b is not None else None
+            hidden, a_max = qrecurrence(u, w["W"].to(dt), b, s_h, self.act.h_max, self.activation, track)
+            if self.training:
+                self.act.observe(x, a_max if track else None)
+            s_y = (qw["V"][2].to(dt) * s_h).detach()
+            c = on_grid(self.c.to(dt), s_y)  # c on the output grid s_V s_h, as exported
+            if not self.training:  # the logits of the output codes, exactly as the simulator's
+                out_h = hidden if self.output_mode == "every_step" else hidden[:, -1]
+                logits = out_h @ w["V"].to(dt).t() + c
+                with torch.no_grad():
+                    codes = torch.round(out_h / s_h) @ qw["V"][1].to(dt).t() + torch.round(self.c.to(dt) / s_y)
+                logits = value_of(codes * s_y, logits).to(x.dtype)
+                hidden = hidden.to(x.dtype)
+                return (logits, hidden) if return_hidden else logits
+        else:
+            # The time loop with a hand-written backward-through-time (train/recurrence.py): the same
+            # forward as `reference_loop` below, ~3x faster to train than autograd through the loop.
+            hidden = recurrence(x @ w["U"].t(), w["W"], self.b, self.activation)
+            c = self.c
         out_h = hidden if self.output_mode == "every_step" else hidden[:, -1]
-        logits = out_h @ w["V"].t() + self.c
+        logits = out_h @ w["V"].t() + c
         return (logits, hidden) if return_hidden else logits
+
+    def scales(self) -> dict[str, float]:
+        """The trained s_x and s_h (hidden-state QAT models) exactly as the forward pass uses them."""
+        if self.act is None:
+            return {}
+        return {"input": float(self.act.input_scale()), "hidden": float(self.act.hidden_scale().detach())}
 
 
 def reference_loop(ux: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
