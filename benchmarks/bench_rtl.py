@@ -4,8 +4,9 @@ into docs/hardware.md.
 Each cell is a random artifact (qornn.testing.random_artifact; inputs 10, outputs 9, 8-bit x, h
 and V, as the prototype) written with `qornn.rtl.write_rtl` and synthesized with
 `qornn.rtl.synth.synthesize`: parallel cores on iCE40 HX8K when they fit, else ECP5-85F; folded
-cores (4 lanes) on iCE40 UP5K. Results are appended to a CSV per cell, so an interrupted sweep
-resumes where it stopped (--resume is the default); every figure is the tools' own.
+cores (4 lanes) on iCE40 UP5K. The parallel cores of this sweep are the CSD trees (`--solver
+csd`, as when it was measured; benchmarks/bench_rtl_solver.py compares alkaid's graphs). Results
+are appended to a CSV per cell, so an interrupted sweep resumes where it stopped (--resume is the default); every figure is the tools' own.
 
     nice -n 10 python benchmarks/bench_rtl.py [--out benchmarks/rtl_sweep] [--timeout 1800]
 """
@@ -57,7 +58,7 @@ def run_cell(out: Path, n, arch, k, po2, timeout):
     if arch == "folded":
         write_rtl(art, d, arch="folded", lanes=4, target="ice40-up5k", force=True)
         return synthesize(d, timeout=timeout)
-    write_rtl(art, d, target="ice40-hx8k", force=True)
+    write_rtl(art, d, target="ice40-hx8k", force=True, solver="csd")
     r = synthesize(d, timeout=timeout)
     if r.get("fits") is False or r.get("LUT", 0) > DEVICES["ice40-hx8k"][3]["LUT"]:
         r = synthesize(d, "ecp5-85k", timeout=timeout)

@@ -4,7 +4,9 @@ Each configuration is one Verilator build (cached by content in $QORNN_CACHE/rtl
 stays short; together they cover hidden 1 and 33, weight bits 1..8 with mixed W/U widths and
 narrow ranges, activation bits 2..16, input bits 2..16, both activations, both output modes,
 shift 0, power-of-two and 16-bit multipliers, and both architectures (folded with lanes that do
-and do not divide the hidden size).
+and do not divide the hidden size). The parallel cores use the default solver (auto: alkaid's
+shared adder graphs, rtl/cmvm.py); po2_h16_csd is the CSD-tree core of po2_h16 and
+w8_shift0_last_dc0 alkaid's depth-constrained graph (--solver-dc 0).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ FIXED = {
                                output_mode="last_step", shift=0), dict(arch="parallel")),
     "po2_h16": (4, dict(hidden=16, inputs=10, outputs=9, weight_bits=4, act_bits=8, m_w=1, m_u=1, shift=3),
                 dict(arch="parallel")),
+    "po2_h16_csd": (4, dict(hidden=16, inputs=10, outputs=9, weight_bits=4, act_bits=8, m_w=1, m_u=1, shift=3),
+                    dict(arch="parallel", solver="csd")),
+    "w8_shift0_last_dc0": (3, dict(hidden=9, inputs=3, outputs=4, weight_bits=8, input_bits=12, act_bits=4,
+                                   output_bits=5, output_mode="last_step", shift=0),
+                           dict(arch="parallel", solver="alkaid", solver_dc=0)),
     "folded_h13_p4_w3_u5": (5, dict(hidden=13, inputs=3, outputs=2, recurrent_bits=3, input_weight_bits=5,
                                     narrow=("U",), input_bits=6, act_bits=5, output_bits=3), dict(arch="folded", lanes=4)),
     "folded_h33_p8_relu_last": (6, dict(hidden=33, inputs=2, outputs=5, weight_bits=6, input_bits=9, act_bits=11,

@@ -104,6 +104,23 @@ def test_verify_rtl_cli(cores, tmp_path, capsys):
     assert rc == 2 and "different artifact" in err and "\n" not in err
 
 
+def test_solver_is_recorded_and_keyed(cores):
+    """The parallel cores name their solver in qornn_rtl.json and in the Verilog (so in the build
+    cache key, which hashes the Verilog); alkaid's graph is smaller than the CSD trees."""
+    from qornn.rtl import read_meta
+    from qornn.rtl.verilator import build_key
+
+    metas = {k: read_meta(cores[k][1]) for k in ("po2_h16", "po2_h16_csd", "w8_shift0_last_dc0")}
+    alk, csd, dc0 = (metas[k]["stats"]["solver"] for k in ("po2_h16", "po2_h16_csd", "w8_shift0_last_dc0"))
+    assert metas["po2_h16"]["options"]["solver"] == "auto" and metas["po2_h16_csd"]["options"]["solver"] == "csd"
+    assert (alk["W"], alk["U"], alk["V"]) == ("alkaid",) * 3 and (csd["W"], csd["U"], csd["V"]) == ("csd",) * 3
+    assert dc0["hard_dc"] == 0 and metas["w8_shift0_last_dc0"]["options"]["solver_dc"] == 0
+    assert metas["po2_h16"]["stats"]["adders"] < 0.8 * metas["po2_h16_csd"]["stats"]["adders"]
+    v = {k: (cores[k][1] / "qornn_core.v").read_text() for k in ("po2_h16", "po2_h16_csd")}
+    assert "solver auto (W alkaid; U alkaid; V alkaid" in v["po2_h16"] and "solver csd" in v["po2_h16_csd"]
+    assert build_key(v["po2_h16"], metas["po2_h16"]) != build_key(v["po2_h16_csd"], metas["po2_h16_csd"])
+
+
 def test_a_wrong_core_is_caught(cores, tmp_path):
     """The core of an artifact with one recurrent weight changed by one LSB disagrees with the
     original's simulator (the comparison can fail), and equals its own."""
@@ -125,6 +142,10 @@ def test_a_wrong_core_is_caught(cores, tmp_path):
     (dict(arch="folded", lanes=0), "--lanes must be a positive integer"),
     (dict(arch="folded", lanes=99), "exceeds the hidden size"),
     (dict(target="ice41"), "unknown target 'ice41'"),
+    (dict(solver="greedy"), "unknown solver 'greedy'"),
+    (dict(arch="folded", solver="alkaid"), "--solver / --solver-dc apply to the parallel"),
+    (dict(solver="csd", solver_dc=0), "does not apply to --solver csd"),
+    (dict(solver_dc=-2), "--solver-dc must be an integer >= -1"),
 ])
 def test_bad_options_are_one_line(tmp_path, kw, text):
     art = random_artifact(np.random.default_rng(1), hidden=4, inputs=2, outputs=2)
@@ -145,6 +166,11 @@ def test_qornn_rtl_cli_and_existing_dir(tmp_path, capsys):
         assert (tmp_path / "r" / f).is_file(), f
     assert main(["rtl", str(art_dir), "--out", str(tmp_path / "r")]) == 2
     assert "already holds an earlier output" in capsys.readouterr().err
+    for solver in ("csd", "alkaid"):
+        rc = main(["rtl", str(art_dir), "--out", str(tmp_path / solver), "--solver", solver])
+        assert rc == 0 and f"--solver {solver}" in capsys.readouterr().out
+    assert main(["rtl", str(art_dir), "--out", str(tmp_path / "x"), "--solver", "magic"]) == 2
+    assert "unknown solver 'magic'" in capsys.readouterr().err
     with pytest.raises(QornnError, match="input codes must lie"):
         run_rtl(tmp_path / "r", np.full((1, 2, 2), art.x_max + 1))
     with pytest.raises(QornnError, match="not a qornn RTL directory"):

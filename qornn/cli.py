@@ -575,6 +575,10 @@ def add_rtl(sub):
     p.add_argument("--lanes", type=_positive, default=None, help="folded: MAC lanes P (default min(4, hidden))")
     p.add_argument("--target", default="ice40-up5k", help="ice40-up5k (default), ice40-hx8k, ecp5-25k, ecp5-85k, "
                    "xilinx (synth_xilinx counts, no place-and-route)")
+    p.add_argument("--solver", default="auto", help="parallel: adder graphs of W.h, U.x, V.h: auto (default: alkaid "
+                   "with csd fallback), alkaid (shared subexpressions, proven exact), csd (per-row CSD trees)")
+    p.add_argument("--solver-dc", type=int, default=-1, help="parallel, alkaid: adder depth allowed above the "
+                   "minimum (0: shallowest graph, higher Fmax; -1 default: no constraint, fewest adders)")
     p.add_argument("--synth", action="store_true", help="also run yosys + nextpnr and write report.json / report.md")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_rtl)
@@ -585,12 +589,17 @@ def cmd_rtl(args) -> int:
     from qornn.rtl import read_meta, write_rtl
 
     refuse_overlap(args.out, [args.artifact], "RTL directory")
-    out = write_rtl(args.artifact, args.out, arch=args.arch, lanes=args.lanes, target=args.target, force=args.force)
+    out = write_rtl(args.artifact, args.out, arch=args.arch, lanes=args.lanes, target=args.target, force=args.force,
+                    solver=args.solver, solver_dc=args.solver_dc)
     meta = read_meta(out)
     mdl, st, o = meta["model"], meta["stats"], meta["options"]
     arch = o["arch"] + (f", {st['lanes']} lanes + {st['output_lanes']} output lanes" if o["arch"] == "folded" else "")
     print(f"wrote {out}: {arch} Verilog core, hidden {mdl['hidden_size']}, inputs {mdl['input_size']}, "
           f"outputs {mdl['output_size']}, {st['cycles_per_step']} clock(s) per step")
+    if "solver" in st:
+        sv = st["solver"]
+        print(f"  adders    : {st['adders']} (W.h {sv['W'].split(' ')[0]}, U.x {sv['U'].split(' ')[0]}, "
+              f"V.h {sv['V'].split(' ')[0]}; --solver {sv['requested']})")
     print(f"  verify    : qornn verify {args.artifact} --rtl {out}")
     if args.synth:
         from qornn.rtl.synth import format_report, synthesize

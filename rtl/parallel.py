@@ -1,15 +1,21 @@
 """The `parallel` architecture: one time step per clock, weights as constants in the logic.
 
-Every constant product (W·h, U·x, the requant multipliers M'_W, M'_U, V·h) is an adder tree over
-shifted inputs (`csd.Netlist.const_dot`), so the core needs no multiplier and no DSP. The
+Every constant product (W·h, U·x, the requant multipliers M'_W, M'_U, V·h) is an adder graph over
+shifted inputs, so the core needs no multiplier and no DSP. The matrix products W·h, U·x and V·h
+are built by a solver (`rtl/cmvm.py`): `alkaid` (shared subexpressions across rows, each graph
+proven equal to its matrix before use), or `csd` (per-row CSD digit trees, `csd.Netlist.const_dot`);
+`auto` is alkaid with a per-product fallback to csd (and csd for products above 64 x 64 elements,
+where alkaid's solve time grows steeply). The requant multipliers are always CSD. The
 recurrence h -> h is one combinational path (W·h, requant, activation) closed by the h register;
 y = V·h + c is computed from the h register into the output register one clock later.
 """
 
 from __future__ import annotations
 
+from qornn.errors import QornnError
 from qornn.export.artifact import signed_bits
 
+from . import cmvm
 from .csd import Expr, Netlist, lit
 from .stream import HANDSHAKE_DOC, header, ports
 
@@ -54,8 +60,49 @@ def requant(net: Netlist, art, aw: Expr, au: Expr) -> Expr:
     return net.wire(f"{p.name}[{p.width - 1}:{S}]", lo, hi)
 
 
-def generate(art, module: str = "qornn_core") -> tuple[str, dict]:
-    """Verilog-2005 of the parallel core and its statistics (adders)."""
+# `auto` asks alkaid only up to this many matrix elements: its solve time grows steeply with the
+# size (about 19 s for a 64 x 64 4-bit matrix on one core here); larger products use csd at once.
+# `--solver alkaid` has no limit.
+AUTO_MAX_ELEMENTS = 64 * 64
+
+
+def matrix_products(net: Netlist, K, inputs: list[Expr], solver: str, hard_dc: int, who: str,
+                    used: dict) -> list[Expr]:
+    """K . inputs as wires of net, by `solver` ('auto', 'alkaid' or 'csd'); records what was used."""
+    rows = [[int(v) for v in row] for row in K]
+    if solver == "auto" and len(rows) * len(inputs) > AUTO_MAX_ELEMENTS:
+        used[who] = f"csd (auto: {len(rows)}x{len(inputs)} is above alkaid's {AUTO_MAX_ELEMENTS}-element limit)"
+    elif solver in ("auto", "alkaid"):
+        g = cmvm.Graph([(x.lo, x.hi) for x in inputs])
+        try:
+            terms = cmvm.product(g, rows, [g.input(j) for j in range(len(inputs))], "alkaid", hard_dc, who)
+        except (cmvm.SolverMismatch, cmvm.SolverMissing) as exc:
+            if solver == "alkaid":
+                raise
+            used[who] = f"csd (alkaid refused: {exc})"
+        else:
+            a0 = net.adders
+            out = [net.const(0) if e is None else e for e in cmvm.emit(net, g, inputs, terms)]
+            used[who] = "alkaid"
+            used.setdefault("adders", {})[who] = net.adders - a0
+            used.setdefault("depth", {})[who] = g.depth(terms)
+            return out
+    else:
+        used[who] = "csd"
+    a0 = net.adders
+    out = [net.const_dot(row, inputs) for row in rows]
+    used.setdefault("adders", {})[who] = net.adders - a0
+    return out
+
+
+def generate(art, module: str = "qornn_core", solver: str = "auto", hard_dc: int = -1) -> tuple[str, dict]:
+    """Verilog-2005 of the parallel core and its statistics (adders, the solver of each product)."""
+    if solver not in cmvm.SOLVERS:
+        raise QornnError(f"unknown solver {solver!r}; choose one of {', '.join(cmvm.SOLVERS)}")
+    used: dict = {"requested": solver, "hard_dc": int(hard_dc)}
+    if solver != "csd":
+        ok, ver = cmvm.solver_available()
+        used["alkaid"] = ver if ok else None
     n, m, o = art.hidden_size, art.input_size, art.output_size
     kx, kh, ow = art.input_bits, art.act_bits, art.widths()["out"]
     hlo = art.h_min
@@ -64,17 +111,31 @@ def generate(art, module: str = "qornn_core") -> tuple[str, dict]:
           for j in range(n)]
     xs = [step.wire(f"in_x[{j * kx + kx - 1}:{j * kx}]", -art.x_max, art.x_max, name=f"x{j}") for j in range(m)]
     act = []
-    for i in range(n):
-        aw = step.const_dot(art.W[i], hp)
-        au = step.const_dot(art.U[i], xs)
-        z = requant(step, art, aw, au)
-        act.append(activation(step, art, z, int(art.b[i]), i))
+    if solver == "csd":   # row by row, as before the solvers (the same Verilog as the measured CSD cores)
+        used |= {"W": "csd", "U": "csd"}
+        for i in range(n):
+            aw = step.const_dot(art.W[i], hp)
+            au = step.const_dot(art.U[i], xs)
+            z = requant(step, art, aw, au)
+            act.append(activation(step, art, z, int(art.b[i]), i))
+    else:
+        aws = matrix_products(step, art.W, hp, solver, hard_dc, "W", used)
+        aus = matrix_products(step, art.U, xs, solver, hard_dc, "U", used)
+        for i in range(n):
+            z = requant(step, art, aws[i], aus[i])
+            act.append(activation(step, art, z, int(art.b[i]), i))
     outn = Netlist("y")
     hr = [outn.wire(f"h[{j * kh + kh - 1}:{j * kh}]", hlo, art.h_max, name=f"hr{j}") for j in range(n)]
-    ys = [outn.const_dot(art.V[i], hr, int(art.c[i])) for i in range(o)]
+    if solver == "csd":   # the CSD trees take the bias into their sum
+        ys = [outn.const_dot(art.V[i], hr, int(art.c[i])) for i in range(o)]
+        used["V"] = "csd"
+    else:
+        vs = matrix_products(outn, art.V, hr, solver, hard_dc, "V", used)
+        ys = [outn.add(v, outn.const(int(art.c[i]))) if int(art.c[i]) else v for i, v in enumerate(vs)]
     every = art.output_mode == "every_step"
     body = [
         header(art, "parallel", module),
+        f"// constant products W.h U.x V.h: {_solver_line(used)}",
         f"module {module} (",
         ports(art),
         ");",
@@ -115,4 +176,10 @@ def generate(art, module: str = "qornn_core") -> tuple[str, dict]:
         "assign dbg_h = h;",
         "endmodule",
     ]
-    return "\n".join(body) + "\n", {"adders": step.adders + outn.adders, "cycles_per_step": 1}
+    return "\n".join(body) + "\n", {"adders": step.adders + outn.adders, "cycles_per_step": 1, "solver": used}
+
+
+def _solver_line(used: dict) -> str:
+    parts = [f"{k} {used[k]}" for k in ("W", "U", "V")]
+    extra = f", alkaid {used['alkaid']} hard_dc {used['hard_dc']}" if used.get("alkaid") else ""
+    return f"solver {used['requested']} ({'; '.join(parts)}{extra})"

@@ -32,12 +32,17 @@ class RtlOptions:
     arch: str = "parallel"
     lanes: int = 1
     target: str = "ice40-up5k"
+    solver: str = "auto"      # parallel: adder graphs of W.h, U.x, V.h (rtl/cmvm.py): auto | alkaid | csd
+    solver_dc: int = -1       # alkaid's hard delay constraint: adder depth above the minimum (-1: none)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def validate_options(art, arch="parallel", lanes=None, target="ice40-up5k") -> RtlOptions:
+def validate_options(art, arch="parallel", lanes=None, target="ice40-up5k", solver="auto",
+                     solver_dc=-1) -> RtlOptions:
+    from .cmvm import SOLVERS
+
     if arch not in ARCHS:
         raise QornnError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if target not in TARGETS:
@@ -50,7 +55,16 @@ def validate_options(art, arch="parallel", lanes=None, target="ice40-up5k") -> R
         raise QornnError("--lanes applies to the folded architecture only (parallel computes every row at once)")
     if lanes > art.hidden_size:
         raise QornnError(f"--lanes {lanes} exceeds the hidden size {art.hidden_size}")
-    return RtlOptions(arch=arch, lanes=lanes, target=target)
+    if solver not in SOLVERS:
+        raise QornnError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if isinstance(solver_dc, bool) or not isinstance(solver_dc, int) or solver_dc < -1:
+        raise QornnError(f"--solver-dc must be an integer >= -1, got {solver_dc!r}")
+    if arch != "parallel" and (solver != "auto" or solver_dc != -1):
+        raise QornnError("--solver / --solver-dc apply to the parallel architecture only (the folded core multiplies "
+                         "ROM weights)")
+    if solver == "csd" and solver_dc != -1:
+        raise QornnError("--solver-dc is alkaid's depth constraint; it does not apply to --solver csd")
+    return RtlOptions(arch=arch, lanes=lanes, target=target, solver=solver, solver_dc=solver_dc)
 
 
 def _as_artifact(art):
@@ -62,7 +76,7 @@ def _as_artifact(art):
 def generate_verilog(art, opts: RtlOptions) -> tuple[str, dict]:
     if opts.arch == "parallel":
         from .parallel import generate
-        return generate(art)
+        return generate(art, solver=opts.solver, hard_dc=opts.solver_dc)
     from .folded import generate
     return generate(art, opts.lanes)
 
@@ -88,7 +102,7 @@ def rtl_meta(art, opts: RtlOptions, stats: dict) -> dict:
 
 
 def write_rtl(art, out_dir, arch: str = "parallel", lanes: int | None = None, target: str = "ice40-up5k",
-              force: bool = False) -> Path:
+              force: bool = False, solver: str = "auto", solver_dc: int = -1) -> Path:
     """Generate the core of `art` (an Artifact or an artifact directory) into `out_dir`, atomically."""
     from qornn.export.artifact import save_artifact
 
@@ -96,7 +110,7 @@ def write_rtl(art, out_dir, arch: str = "parallel", lanes: int | None = None, ta
     from .verilator import HARNESS, tb_header
 
     art = _as_artifact(art)
-    opts = validate_options(art, arch, lanes, target)
+    opts = validate_options(art, arch, lanes, target, solver, solver_dc)
     verilog, stats = generate_verilog(art, opts)
     meta = rtl_meta(art, opts, stats)
     out = Path(out_dir)
