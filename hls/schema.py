@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from qornn.errors import QornnError
-from qornn.jsonio import _short, field, read_json
+from qornn.jsonio import _short, field, read_json, read_text
 
 from .options import BACKENDS, IO_TYPES, MAX_MAX_LENGTH, STRATEGIES, _PART_RE
 
@@ -210,16 +210,9 @@ def read_hls_config(path: Path, meta: dict | None = None) -> dict:
 
     path = Path(path)
     where = str(path)
-    try:
-        if not path.is_file():
-            raise QornnError(f"{path.parent} is not an hls4ml project (hls4ml_config.yml missing)")
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise QornnError(f"{where}: larger than {MAX_YAML_BYTES >> 10} KiB; refusing to read it")
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise QornnError(f"{where}: not UTF-8 text") from None
-    except OSError as e:
-        raise QornnError(f"{where}: cannot read ({e.strerror or e})") from None
+    if not path.is_file():
+        raise QornnError(f"{path.parent} is not an hls4ml project (hls4ml_config.yml missing)")
+    text = read_text(path, "hls4ml configuration", MAX_YAML_BYTES)
     _scan_yaml(text, where)
     try:
         cfg = yaml.safe_load(text)

@@ -56,13 +56,14 @@ def parse_json(text: str, where: str):
         raise QornnError(f"{where}: not valid JSON ({str(e).splitlines()[0][:120]})") from None
 
 
-def read_json(path, what: str = "file"):
-    """Read and parse a JSON file (size-capped, depth-capped, no NaN/inf)."""
+def read_text(path, what: str = "file", max_bytes: int = MAX_JSON_BYTES) -> str:
+    """A UTF-8 text file read whole, refused unread above `max_bytes`; every failure one line."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise QornnError(f"{path}: {what} larger than {MAX_JSON_BYTES >> 20} MiB; refusing to read it")
-        text = path.read_bytes().decode("utf-8")
+        if path.stat().st_size > max_bytes:
+            size = f"{max_bytes >> 20} MiB" if max_bytes >= 1 << 20 else f"{max_bytes >> 10} KiB"
+            raise QornnError(f"{path}: {what} larger than {size}; refusing to read it")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise QornnError(f"{path}: {what} not found") from None
     except IsADirectoryError:
@@ -71,22 +72,16 @@ def read_json(path, what: str = "file"):
         raise QornnError(f"{path}: {what} is not UTF-8 text") from None
     except OSError as e:
         raise QornnError(f"{path}: cannot read {what} ({e.strerror or e})") from None
-    return parse_json(text, str(path))
+
+
+def read_json(path, what: str = "file"):
+    """Read and parse a JSON file (size-capped, depth-capped, no NaN/inf)."""
+    return parse_json(read_text(path, what), str(path))
 
 
 def read_jsonl(path, what: str = "file") -> list:
     """A JSON-lines file as a list of records (blank lines skipped)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise QornnError(f"{path}: {what} larger than {MAX_JSON_BYTES >> 20} MiB; refusing to read it")
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise QornnError(f"{path}: {what} not found") from None
-    except UnicodeDecodeError:
-        raise QornnError(f"{path}: {what} is not UTF-8 text") from None
-    except OSError as e:
-        raise QornnError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    text = read_text(path, what)
     return [parse_json(line, f"{path} line {i}") for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 

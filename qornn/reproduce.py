@@ -276,19 +276,15 @@ def run_cell_failed(spec: dict, error: str) -> dict:
 # -- results files ---------------------------------------------------------------------------------
 def _resume(out: Path) -> list[dict]:
     """Rows of an earlier run of this grid (results.csv), every field checked; a bad file is one line."""
-    from qornn.jsonio import MAX_JSON_BYTES
+    from qornn.jsonio import read_text
 
     path = out / "results.csv"
     if not path.exists():
         return []
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise QornnError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MiB; not a qornn results file")
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise QornnError(f"{path}: not UTF-8 text; delete it to start the grid afresh") from None
-    except OSError as e:
-        raise QornnError(f"{path}: cannot read ({e.strerror or e})") from None
+        text = read_text(path, "grid results file")
+    except QornnError as e:
+        raise QornnError(f"{e}; delete it to start the grid afresh") from None
     rows = []
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
