@@ -206,7 +206,11 @@ def test_synthesis_smoke(tmp_path):
     r = synthesize(d)
     assert "error" not in r, r
     assert r["LUT"] > 0 and r["FF"] > 0 and r["DSP"] == 0 and r["fits"] and r["routed"] and r["fmax_mhz"] > 0
-    assert (d / "report.md").read_text().startswith("| quantity | value |")
+    md = (d / "report.md").read_text()
+    assert md.startswith("| quantity | value |")
+    from qornn.export.costs import energy_per_step   # the estimate beside the figures, labelled as one
+    assert r["energy_estimate_pj_per_step"] == energy_per_step(art, "logic")["integer_pj"]
+    assert "estimate" in md and "not measured" in md
 
 
 def test_rtl_out_may_not_overlap_the_artifact(tmp_path, capsys):

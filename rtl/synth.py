@@ -169,6 +169,7 @@ def synthesize(rtl_dir, target: str | None = None, timeout: float | None = None,
     report = {"target": target, "arch": meta["options"]["arch"], "lanes": meta["options"]["lanes"],
               "artifact": meta["artifact"]["content_hash"], "model": meta["model"],
               "yosys_seconds": round(t_syn, 1), "cycles_per_step": meta["stats"]["cycles_per_step"]}
+    report.update(_energy_estimate(d, meta))
     if rc != 0:
         report["error"] = "yosys timed out" if rc == -9 else f"yosys failed: {text.strip().splitlines()[-1:]}"
         _write(d, report)
@@ -209,6 +210,21 @@ def synthesize(rtl_dir, target: str | None = None, timeout: float | None = None,
     return report
 
 
+def _energy_estimate(d: Path, meta: dict) -> dict:
+    """The export summary's energy estimate per step (operation counts x Horowitz's 45 nm figures,
+    export/costs.py), shown beside the measured figures; weights in logic for the parallel core,
+    read from on-chip RAM for the folded one. An estimate, labelled as such."""
+    from qornn.export.artifact import load_artifact
+    from qornn.export.costs import energy_per_step
+
+    try:
+        art = load_artifact(d / "artifact")
+    except QornnError:
+        return {}
+    e = energy_per_step(art, "logic" if meta["options"]["arch"] == "parallel" else "sram")
+    return {"energy_estimate_pj_per_step": e["integer_pj"], "energy_estimate_float32_pj_per_step": e["float32_pj"]}
+
+
 def _write(d: Path, report: dict) -> None:
     write_bytes_atomic(d / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     write_bytes_atomic(d / "report.md", format_report(report).encode())
@@ -223,4 +239,8 @@ def format_report(r: dict) -> str:
               "yosys_seconds", "nextpnr_seconds", "error"):
         if k in r:
             rows.append((k, r[k]))
+    if "energy_estimate_pj_per_step" in r:
+        rows.append(("energy per step (estimate, 45 nm figures; not measured)",
+                     f"~{r['energy_estimate_pj_per_step']:.0f} pJ vs ~{r['energy_estimate_float32_pj_per_step']:.0f} pJ "
+                     "in float32"))
     return "\n".join(["| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]) + "\n"
