@@ -58,7 +58,8 @@ def spectral(bits):  # --spectral-scale with max scales, calibrated and QAT
 
 GRIDS = {
     "pmnist4": ("pmnist", full([4])),
-    "pmnist68": ("pmnist", best([6, 8]) + spectral([6, 8])),
+    "pmnist68": ("pmnist", best([6, 8]) + spectral([6, 8])
+                 + [(m, k, False, False, sc) for m in METHODS for k in (6, 8) for sc in ("lsq", "po2")]),
     "copy": ("copy", full([4, 5])),
 }
 SECTION = "Integer-aware training: hidden-state QAT and weight scales"
