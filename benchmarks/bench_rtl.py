@@ -144,8 +144,8 @@ def write_docs(csv_path: Path):
     lines += ["", "![LUT and Fmax against hidden size](rtl_sweep.png)", "",
               "Published anchor (hls4ml PR #51, SimpleRNN, 5 steps, Vivado HLS): 378 LUT at II 9 (static), "
               "1,057 LUT at II 1.", "",
-              "Not measured in this round: the parallel cores from n = 16 with 8-bit weights and from n = 32 on "
-              "(yosys alone took 6-25 minutes per n = 16 cell on this shared 2-core machine; the sweep resumes from "
+              "Not measured in this round: the parallel cores from n = 32 on "
+              "(yosys alone took 6-25 minutes per n = 16 cell on this shared 2-core machine, 16 min of yosys and nextpnr for the 8-bit one; the sweep resumes from "
               "benchmarks/rtl_sweep/results.csv). The folded n = 128 cores do not fit the UP5K: h and h_next are "
               "flip-flop arrays (2 x 128 x 8 bits), which with the LUTs need 6,078-6,528 logic cells of its 5,280, and "
               "8-bit weights need 39 EBR of its 30; keeping h_next in block RAM is the next step. n = 8 with 8-bit "
