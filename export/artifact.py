@@ -258,6 +258,18 @@ class Artifact:
         return self
 
 
+def check_generated_from(meta: dict, art, what: str, command: str) -> None:
+    """A hardware project records the content hash of its artifact (meta["artifact"]); refuse to
+    check it against another one. `art`: an Artifact, a content hash, or None (no check)."""
+    if art is None:
+        return
+    want = art if isinstance(art, str) else art.content_hash()
+    have = meta["artifact"]["content_hash"]
+    if want != have:
+        raise QornnError(f"this {what} was generated from a different artifact ({what.split()[-1]} {have[:12]}, "
+                         f"given {want[:12]}); regenerate it with `{command}`")
+
+
 def canonical_json(obj) -> str:
     """Sorted keys, no whitespace, ASCII, floats in Python's shortest round-trip form."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)

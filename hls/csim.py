@@ -20,6 +20,7 @@ import numpy as np
 
 from qornn.atomic import write_bytes_atomic
 from qornn.errors import QornnError
+from qornn.export.artifact import check_generated_from
 
 from .project import INPUT_NAME, LENGTH_NAME, _last_lines, read_config, read_meta
 
@@ -245,13 +246,7 @@ def _model(prj: Path):
 
 
 def _check_artifact(meta: dict, art) -> None:
-    if art is None:
-        return
-    want = art if isinstance(art, str) else art.content_hash()
-    have = meta["artifact"]["content_hash"]
-    if want != have:
-        raise QornnError(f"this firmware project was generated from a different artifact "
-                         f"(project {have[:12]}, given {want[:12]}); regenerate it with `qornn hls`")
+    check_generated_from(meta, art, "firmware project", "qornn hls")
 
 
 def run_csim(prj_dir, x_codes, art=None, lengths=None) -> np.ndarray:

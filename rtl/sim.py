@@ -17,6 +17,8 @@ import numpy as np
 
 from qornn.errors import QornnError
 
+from qornn.export.artifact import check_generated_from
+
 from .cache import cached_build
 from .project import read_meta
 
@@ -24,13 +26,7 @@ DEFAULT_STALLS = (75, 75)   # percent of cycles with in_valid offered / out_read
 
 
 def _check_artifact(meta: dict, art) -> None:
-    if art is None:
-        return
-    want = art if isinstance(art, str) else art.content_hash()
-    have = meta["artifact"]["content_hash"]
-    if want != have:
-        raise QornnError(f"this RTL core was generated from a different artifact (core {have[:12]}, given "
-                         f"{want[:12]}); regenerate it with `qornn rtl`")
+    check_generated_from(meta, art, "RTL core", "qornn rtl")
 
 
 def executable(rtl_dir) -> Path:
