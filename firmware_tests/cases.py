@@ -1,12 +1,12 @@
 """The firmware configurations shared by the tests (see conftest.py for how they are built).
 
-Thirteen projects span the configurations: every weight width 1..8; mixed widths (ternary
+Fifteen projects span the configurations: every weight width 1..8; mixed widths (ternary
 narrow-range W with 3-bit U and a 6-bit hidden state); activation widths 2..16 and
 input widths 2..16 at both ends; hidden 1 and 37; modReLU and ReLU; every_step and last_step;
 Latency and Resource strategies with reuse factor 1 and > 1 (both resource kernels: rf <= n_in
 and rf > n_in); Vivado and Vitis; io_stream and io_parallel; shift 0 and 16; an output bias near
-2^49; 2-bit weights holding -2; the all-defaults project (max length 1024); and one project of a
-perturbed artifact. Artifacts are seeded, so their cache keys are stable across runs.
+2^49; the U accumulator just below and just above 2^31 (C++ int / long long sums); 2-bit weights
+holding -2; the all-defaults project (max length 1024); and one project of a perturbed artifact. Artifacts are seeded, so their cache keys are stable across runs.
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ CASES = {
     "w8_a15_short": (11, dict(hidden=9, inputs=3, outputs=5, weight_bits=8, input_bits=3, act_bits=15,
                               output_bits=8, activation="modrelu", output_mode="every_step"),
                      dict(backend="Vitis", io_type="io_stream", strategy="Resource", max_length=16)),
+    # The native accumulator of DenseLatencyNative at its boundary: acc_u = m * 128 * 32767 is
+    # below 2^31 for m = 512 (width 32: C++ int) and above it for m = 513 (width 33: long long);
+    # unit 0's U row is all -128, so the constant full-scale run reaches the bound itself.
+    "acc_u_w32_int": (13, dict(hidden=3, inputs=512, outputs=2, recurrent_bits=4, input_weight_bits=8,
+                               input_bits=16, act_bits=8, output_bits=4, activation="modrelu",
+                               output_mode="every_step"),
+                      dict(backend="Vitis", io_type="io_stream", max_length=64)),
+    "acc_u_w33_longlong": (14, dict(hidden=3, inputs=513, outputs=2, recurrent_bits=4, input_weight_bits=8,
+                                    input_bits=16, act_bits=8, output_bits=4, activation="relu",
+                                    output_mode="last_step"),
+                           dict(backend="Vivado", io_type="io_parallel", max_length=64)),
     "ternary_w_u3_h6": (12, dict(hidden=13, inputs=3, outputs=2, recurrent_bits=2, input_weight_bits=3,
                                  narrow=("W",), input_bits=8, act_bits=6, output_bits=5, activation="modrelu",
                                  output_mode="every_step"),
@@ -69,6 +80,9 @@ def make_artifact(name: str):
         return art.validate()
     seed, kw, _ = CASES[name]
     art = random_artifact(np.random.default_rng(seed), **kw)
+    if name.startswith("acc_u_w3"):
+        art.U = art.U.copy()
+        art.U[0, :] = -128
     if name == "big_c":  # output bias near 2^49: exact decimal weights and a wide output type
         art.c = np.array([(1 << 49) - 12345, -(1 << 49) + 777], dtype=np.int64)
     return art.validate()

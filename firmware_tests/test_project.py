@@ -147,3 +147,14 @@ def test_build_runs_the_projects_synthesis_script(projects, tmp_path, monkeypatc
         assert "synth      1" in calls and "csim       0" in calls
     if tool == "vitis_hls":  # the project's own defaults are put back
         assert (prj / "build_opt.tcl").read_text() == before
+
+
+def test_native_accumulator_type_boundaries():
+    """DenseLatencyNative sums in `int` only while the accumulator's spec width fits 32 bits."""
+    from qornn.hls.layer import native_accum_type
+
+    assert [native_accum_type(w) for w in (1, 2, 31, 32)] == ["int"] * 4
+    assert [native_accum_type(w) for w in (33, 34, 63, 64)] == ["long long"] * 4
+    for w in (0, 65):
+        with pytest.raises(ValueError):
+            native_accum_type(w)

@@ -78,8 +78,6 @@ def _make_layer_class():
             TypeAttribute("hidden"),
             TypeAttribute("accw"),
             TypeAttribute("accu"),
-            TypeAttribute("mw"),
-            TypeAttribute("mu"),
             TypeAttribute("pre"),
             TypeAttribute("z"),
             TypeAttribute("zb"),
@@ -130,8 +128,6 @@ def _make_layer_class():
             named("hidden", int_type(self.attributes["act_bits"]))
             named("accw", int_type(wd["acc_w"]))
             named("accu", int_type(wd["acc_u"]))
-            named("mw", int_type(max(int(self.attributes["m_w"]).bit_length() + 1, 2)))
-            named("mu", int_type(max(int(self.attributes["m_u"]).bit_length() + 1, 2)))
             named("pre", int_type(wd["pre"]))
             named("z", int_type(wd["z"]))
             named("zb", int_type(max(wd["zb"], wd["z"])))
@@ -156,6 +152,7 @@ _mult_template = """struct config{index}_{tag} : nnet::dense_config {{
     typedef {accum_t} accum_t;
     typedef {bias_t} bias_t;
     typedef {weight_t} weight_t;
+    typedef {native_t} native_accum_t;
     typedef ap_uint<1> index_t;
     template<class data_T, class res_T, class CONFIG_T>
     using kernel = {dense_function}<data_T, res_T, CONFIG_T>;
@@ -179,8 +176,6 @@ _config_template = """struct config{index} : nnet::qornn_config {{
     typedef {hidden_t.name} h_t;
     typedef {accw_t.name} accw_t;
     typedef {accu_t.name} accu_t;
-    typedef {mw_t.name} mw_t;
-    typedef {mu_t.name} mu_t;
     typedef {pre_t.name} pre_t;
     typedef {z_t.name} z_t;
     typedef {zb_t.name} zb_t;
@@ -203,9 +198,17 @@ _stream_function_template = (
 _include_list = ["nnet_utils/nnet_dense.h", "nnet_utils/nnet_qornn.h"]
 
 
+def native_accum_type(width: int) -> str:
+    """The C++ integer that holds every partial sum of an accumulator of `width` bits (its spec
+    bound is below 2^(width-1)); widths stop at 63 (every bound is below 2^62)."""
+    if not 1 <= width <= 64:
+        raise ValueError(f"accumulator width {width} is outside 1..64")
+    return "int" if width <= 32 else "long long"
+
+
 def _dense_function(strategy: str, reuse: int, n_in: int) -> str:
     if strategy == "latency":
-        return "nnet::DenseLatency"
+        return "nnet::DenseLatencyNative"   # nnet_qornn.h: hls4ml's dense_latency with native sums
     # hls4ml's rule (its Dense config template): rf <= n_in, or rf a multiple of n_in.
     return "nnet::DenseResource_rf_leq_nin" if reuse <= n_in else "nnet::DenseResource_rf_gt_nin_rem0"
 
@@ -234,6 +237,7 @@ def _make_templates(QORNN):
                     index=node.index, tag=tag, n_in=n_in, n_out=n_out, strategy=strategy, reuse=reuse,
                     nzeros=w.nzeros, nonzeros=w.nonzeros, accum_t=node.get_attr(acc).name,
                     bias_t=node.get_attr(bias).name, weight_t=w.type.name,
+                    native_t=native_accum_type(node.get_attr(acc).precision.width),
                     dense_function=_dense_function(strategy, reuse, n_in)))
             shift = int(node.get_attr("shift"))
             params.update(

@@ -10,10 +10,21 @@
 //   ReLU:    h_t = clamp(z_t, 0, h_max)
 //   y_t  = V . h_t + c                    nnet::dense with c as its bias, exact (accum_t = out_t)
 //
-// Every type is an ap_int / ap_uint whose width the artifact derives from the bit widths and
-// sizes (artifact `widths`), so no sum, product or shift can wrap: the only rounding is the
+// Every stored value is an ap_int / ap_uint whose width the artifact derives from the bit widths
+// and sizes (artifact `widths`), so no sum, product or shift can wrap: the only rounding is the
 // shift, the only saturation the activation's clamp.  The whole time loop runs here, with the
 // hidden state held inside the core.
+//
+// Native integers inside, spec widths at the edges.  The products and sums of the Latency dense
+// kernel (DenseLatencyNative) and of the requantization run in C++ `int` / `long long` and each
+// result is assigned to its spec-width ap_int (accw_t, accu_t, out_t, pre_t, z_t, zb_t, h_t).
+// This is exact: every intermediate is bounded by its spec bound (docs/spec.md, 'Widths'), and
+// the native type is chosen to hold that bound (`int` while the accumulator's width is <= 32 bits,
+// else `long long`; every bound is below 2^62, the artifact refuses the rest).  In hardware it is
+// the same datapath: the low k bits of a sum or product depend only on the low k bits of its
+// operands, so the bits above each spec width feed nothing and synthesis removes them.  In the
+// C-simulation it is the difference between ~10 ns per multiply-accumulate through ap_private
+// and native SIMD integer code (docs/benchmarks.md, 'Verification throughput').
 //
 // io_parallel: the I/O shape is fixed at compile time (CONFIG_T::max_len steps); the second input
 // carries the number of valid steps; steps at or beyond it are ignored and (every_step) their
@@ -54,8 +65,6 @@ struct qornn_config {
     typedef ap_int<2> h_t;
     typedef ap_int<8> accw_t;
     typedef ap_int<8> accu_t;
-    typedef ap_int<2> mw_t;
-    typedef ap_int<2> mu_t;
     typedef ap_int<16> pre_t;
     typedef ap_int<8> z_t;
     typedef ap_int<8> zb_t;
@@ -67,49 +76,78 @@ struct qornn_config {
     typedef dense_config mult_v; // V . h + c  (n_in = n_hidden, n_out = n_out)
 };
 
+// A gcc / clang / Vitis HLS (clang) right shift of a negative signed integer is arithmetic
+// (implementation-defined before C++20); the requantization's floor relies on it.
+static_assert((-5LL >> 1) == -3LL, "qornn needs an arithmetic right shift of signed integers");
+
+// The Latency dense product y = W x + b with native-integer sums (see the header): the same
+// fully parallel, pipelined product as hls4ml's dense_latency (II = reuse_factor, multiplier
+// budget multiplier_limit), one sum per output.  CONFIG_T::native_accum_t holds the accumulator's
+// bound, so every partial sum and product is exact; the result is assigned to res_T (spec width).
+template <class data_T, class res_T, typename CONFIG_T>
+void dense_latency_native(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out],
+                          typename CONFIG_T::weight_t weights[CONFIG_T::n_in * CONFIG_T::n_out],
+                          typename CONFIG_T::bias_t biases[CONFIG_T::n_out]) {
+    typedef typename CONFIG_T::native_accum_t acc_t;
+    acc_t acc[CONFIG_T::n_out];
+
+    #pragma HLS function_instantiate variable=weights,biases
+    #pragma HLS PIPELINE II=CONFIG_T::reuse_factor
+    #pragma HLS ARRAY_PARTITION variable=biases complete
+    #pragma HLS ARRAY_PARTITION variable=acc complete
+    #pragma HLS ALLOCATION operation instances=mul limit=CONFIG_T::multiplier_limit
+
+ResetAccum:
+    for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+        acc[j] = (acc_t)biases[j];
+    }
+// weights[i * n_out + j] (hls4ml's Latency layout): the inner loop runs over contiguous weights.
+Product1:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        const acc_t x = (acc_t)data[i];
+    Product2:
+        for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+            acc[j] += x * (acc_t)weights[i * CONFIG_T::n_out + j];
+        }
+    }
+Result:
+    for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+        res[j] = acc[j];
+    }
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+class DenseLatencyNative : public DenseKernel<data_T, res_T, CONFIG_T> {
+  public:
+    static void dense(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out],
+                      typename CONFIG_T::weight_t weights[CONFIG_T::n_in * CONFIG_T::n_out],
+                      typename CONFIG_T::bias_t biases[CONFIG_T::n_out]) {
+        #pragma HLS INLINE
+        dense_latency_native<data_T, res_T, CONFIG_T>(data, res, weights, biases);
+    }
+};
+
 // The requantization and activation of one unit: z = round_half_up(p / 2^S), then modReLU / ReLU.
+// The arithmetic runs in long long (every bound < 2^62); p, z and |z| + b are assigned to their
+// spec-width types pre_t, z_t and zb_t, which is where their widths come from in hardware.
 template <typename CONFIG_T>
 typename CONFIG_T::h_t qornn_activate(typename CONFIG_T::accw_t aw, typename CONFIG_T::accu_t au,
                                       typename CONFIG_T::act_bias_t bias) {
     #pragma HLS INLINE
-    const typename CONFIG_T::mw_t mw = CONFIG_T::m_w;
-    const typename CONFIG_T::mu_t mu = CONFIG_T::m_u;
-    const typename CONFIG_T::pre_t half = CONFIG_T::half;
-    // ap_int products and sums widen automatically; the value always fits pre_t (spec bound `pre`).
-    typename CONFIG_T::pre_t p = aw * mw + au * mu + half;
-    // Arithmetic right shift of a signed ap_int: floor division by 2^S.
-    typename CONFIG_T::z_t z = p >> CONFIG_T::shift;
-    typename CONFIG_T::h_t h;
+    const typename CONFIG_T::pre_t p = CONFIG_T::m_w * (long long)aw + CONFIG_T::m_u * (long long)au + CONFIG_T::half;
+    const typename CONFIG_T::z_t z_spec = (long long)p >> CONFIG_T::shift; // floor division by 2^S
+    const long long z = z_spec;
+    const long long h_max = CONFIG_T::h_max;
+    long long h;
     if (CONFIG_T::modrelu) {
-        typename CONFIG_T::zb_t mag;
-        if (z < 0) {
-            mag = -z;
-        } else {
-            mag = z;
-        }
-        typename CONFIG_T::zb_t a = mag + bias; // spec bound `zb`
-        if (a < 0) {
-            a = 0;
-        } else if (a > CONFIG_T::h_max) {
-            a = CONFIG_T::h_max;
-        }
-        if (z > 0) {
-            h = a;
-        } else if (z < 0) {
-            h = -a;
-        } else {
-            h = 0;
-        }
+        const typename CONFIG_T::zb_t zb_spec = (z < 0 ? -z : z) + (long long)bias; // spec bound `zb`
+        const long long zb = zb_spec;
+        const long long a = zb < 0 ? 0 : (zb > h_max ? h_max : zb);
+        h = z > 0 ? a : (z < 0 ? -a : 0);
     } else {
-        if (z < 0) {
-            h = 0;
-        } else if (z > CONFIG_T::h_max) {
-            h = CONFIG_T::h_max;
-        } else {
-            h = z;
-        }
+        h = z < 0 ? 0 : (z > h_max ? h_max : z);
     }
-    return h;
+    return h; // |h| <= h_max: fits h_t
 }
 
 // One recurrence step: h <- sigma(requant(W . h + U . x_t)); h is updated in place.
