@@ -41,3 +41,15 @@ def test_parallel_w_product_reads_the_h_register_only():
         hp = [ln for ln in v.splitlines() if re.match(r"wire signed \[\d+:0\] hp\d+ = ", ln)]
         assert len(hp) == 6 and all(ln.endswith(f"= h[{8 * j + 7}:{8 * j}];") for j, ln in enumerate(hp))
         assert v.count("in_start ?") == 6     # one zeroing mux per row, after its W.h sum
+
+
+def test_build_key_covers_verilator_options(monkeypatch):
+    """A cached Verilator build is reused only for the same Verilog, harness, make flags and options."""
+    from qornn.rtl import verilator
+
+    meta = {"model": {"input_size": 2, "hidden_size": 3, "output_size": 1, "input_bits": 8, "act_bits": 8,
+                      "output_mode": "every_step"}, "widths": {"out": 12}}
+    k = verilator.build_key("module m; endmodule", meta)
+    assert verilator.build_key("module m; endmodule", meta) == k
+    monkeypatch.setattr(verilator, "VERILATOR_ARGS", ["--output-split-cfuncs", "100"])
+    assert verilator.build_key("module m; endmodule", meta) != k
