@@ -78,6 +78,21 @@ def test_a_long_sequence(cores, name):
         assert np.array_equal(r["y"][k], want_y[k]) and np.array_equal(r["h"][k], want_h[k])
 
 
+@pytest.mark.parametrize("name", ["po2_h16", "folded_h13_p4_w3_u5"])
+def test_sequences_split_over_harness_processes(cores, name):
+    """run_stream cuts the sequences into groups, one harness process each: the codes, in order,
+    are those of the simulator whatever the number of processes (and so those of one process)."""
+    art, d = cores[name]
+    rng = np.random.default_rng(13)
+    seqs = [boundary_inputs(art, rng, 1, L)[0] for L in (30, 1, 12, 45, 2, 20, 1)]
+    want_y, want_h = _expected(art, seqs)
+    for workers in (1, 2, 3, 7, 50):
+        r = run_stream(d, seqs, art, seed=9, stalls=(60, 45), workers=workers)
+        for k in range(len(seqs)):
+            assert np.array_equal(r["y"][k], want_y[k]) and np.array_equal(r["h"][k], want_h[k]), (workers, k)
+        assert r["steps"] == sum(len(s) for s in seqs) and r["cycles"] >= r["steps"]
+
+
 def test_one_step_per_clock_without_stalls(cores):
     """parallel: n steps take n clocks plus the pipeline; folded: its stated cycles per step."""
     art, d = cores["po2_h16"]

@@ -2,7 +2,8 @@
 
 Location: ``$QORNN_CACHE/rtl`` (default ``~/.cache/qornn/rtl``). The key hashes the generated
 Verilog itself (a function of the artifact's content hash, the options and the generator's
-source), the harness, the Verilator version and the make flags, so any change builds afresh.
+source), the harness, the Verilator version, its options and the make flags, so any change builds
+afresh.
 Same pattern as qornn.hls.cache: an exclusive flock per entry, build in a temporary directory,
 atomic rename, least recently used entries beyond MAX_ENTRIES pruned.
 """

@@ -107,19 +107,21 @@ def generate(art, module: str = "qornn_core", solver: str = "auto", hard_dc: int
     kx, kh, ow = art.input_bits, art.act_bits, art.widths()["out"]
     hlo = art.h_min
     step = Netlist("s")
-    hp = [step.wire(f"in_start ? {kh}'d0 : h[{j * kh + kh - 1}:{j * kh}]", hlo, art.h_max, name=f"hp{j}")
-          for j in range(n)]
+    # W.h is taken from the h register and the start beat's h = 0 applied after it (W.0 = 0): the
+    # largest product then depends on no input port, so a simulator evaluates it once per clock
+    # (after the edge that loads h), not again whenever an input changes
+    hp = [step.wire(f"h[{j * kh + kh - 1}:{j * kh}]", hlo, art.h_max, name=f"hp{j}") for j in range(n)]
     xs = [step.wire(f"in_x[{j * kx + kx - 1}:{j * kx}]", -art.x_max, art.x_max, name=f"x{j}") for j in range(m)]
     act = []
-    if solver == "csd":   # row by row, as before the solvers (the same Verilog as the measured CSD cores)
+    if solver == "csd":   # row by row, as before the solvers
         used |= {"W": "csd", "U": "csd"}
         for i in range(n):
-            aw = step.const_dot(art.W[i], hp)
+            aw = _start_zero(step, step.const_dot(art.W[i], hp))
             au = step.const_dot(art.U[i], xs)
             z = requant(step, art, aw, au)
             act.append(activation(step, art, z, int(art.b[i]), i))
     else:
-        aws = matrix_products(step, art.W, hp, solver, hard_dc, "W", used)
+        aws = [_start_zero(step, a) for a in matrix_products(step, art.W, hp, solver, hard_dc, "W", used)]
         aus = matrix_products(step, art.U, xs, solver, hard_dc, "U", used)
         for i in range(n):
             z = requant(step, art, aws[i], aus[i])
@@ -177,6 +179,12 @@ def generate(art, module: str = "qornn_core", solver: str = "auto", hard_dc: int
         "endmodule",
     ]
     return "\n".join(body) + "\n", {"adders": step.adders + outn.adders, "cycles_per_step": 1, "solver": used}
+
+
+def _start_zero(net: Netlist, aw: Expr) -> Expr:
+    """W.h_(t-1) with h_(t-1) = 0 on a start beat: 0 when in_start (0 lies in aw's bounds: h = 0 is a state)."""
+    lo, hi = min(aw.lo, 0), max(aw.hi, 0)
+    return net.wire(f"in_start ? {lit(0, aw.width)} : {aw.name}", lo, hi)
 
 
 def _solver_line(used: dict) -> str:

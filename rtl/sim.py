@@ -3,12 +3,13 @@
 All sequences of a call go through one model instance as one stream of beats (the first beat of
 each sequence has `start`, the final one `last`), back to back, with random valid/ready stalls on
 both sides; the harness also counts handshake violations (an output beat that changes or
-disappears before it is taken, or an extra beat). One call is one process: a C++ loop over the
-cycles, no Python per cycle.
+disappears before it is taken, or an extra beat). A call runs the compiled harness (a C++ loop
+over the cycles, no Python per cycle), one process per group of sequences, the groups at once.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,8 +36,44 @@ def executable(rtl_dir) -> Path:
     return cached_build((d / "qornn_core.v").read_text(), meta)
 
 
-def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS) -> dict:
+def default_workers() -> int:
+    """Harness processes per call: the CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _groups(lens: np.ndarray, workers: int | None) -> list[tuple[int, int]]:
+    """Contiguous runs [a, b) of the sequences, at most `workers` of them (None: default_workers()),
+    of about equal total length."""
+    k = max(1, min(len(lens), int(workers) if workers else default_workers()))
+    cum = np.cumsum(lens)
+    cuts = [0]
+    for g in range(1, k):
+        c = int(np.searchsorted(cum, cum[-1] * g / k)) + 1   # the run ends with the sequence that reaches its share
+        if cuts[-1] < c < len(lens):
+            cuts.append(c)
+    cuts.append(len(lens))
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _read_out(raw: bytes, o: int, n: int):
+    head = np.frombuffer(raw[:48], dtype=np.int64)
+    nout, nh, cycles, accepted, violations, timed_out = (int(v) for v in head)
+    ybytes = nout * (o + 1) * 8
+    yl = np.frombuffer(raw[48:48 + ybytes], dtype=np.int64).reshape(nout, o + 1)
+    h = np.frombuffer(raw[48 + ybytes:48 + ybytes + nh * n * 4], dtype=np.int32).reshape(nh, n).astype(np.int64)
+    return nout, nh, cycles, accepted, violations, timed_out, yl, h
+
+
+def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS, workers: int | None = None) -> dict:
     """Stream the sequences (a list of (T_i, m) code arrays) back to back through the core.
+
+    The sequences are independent (each begins with a start beat), so they are cut into at most
+    `workers` contiguous groups (default: one per CPU core) and each group streams through its own
+    harness process (its own model instance, stall seed seed + group index), all at once; the
+    outputs are put back in order. 'cycles' is the sum over the processes.
 
     Returns {'y': [per sequence: (T_i, o) every_step or (o,) last_step], 'h': [(T_i, n)],
     'cycles', 'steps', 'violations'}. Raises QornnError on a timeout (a core that stops taking
@@ -65,28 +102,45 @@ def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS) ->
     exe = executable(d)
     per_step = int(meta["stats"].get("max_cycles_per_step", meta["stats"]["cycles_per_step"]))
     pin, pout = stalls
-    max_cycles = (total + 8) * (per_step + 4) * 100 // max(1, min(pin, pout)) * 4 + 10_000
+    groups = _groups(lens, workers)
     with tempfile.TemporaryDirectory(prefix="qornn-rtl-") as tmp:
-        fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
-        with open(fin, "wb") as f:
-            f.write(np.int64(total).tobytes())
-            f.write(beats.tobytes())
-        proc = subprocess.run([str(exe), str(fin), str(fout), str(int(seed)), str(pin), str(pout), str(max_cycles)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise QornnError(f"the Verilator harness failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
-        raw = fout.read_bytes()
-    head = np.frombuffer(raw[:48], dtype=np.int64)
-    nout, nh, cycles, accepted, violations, timed_out = (int(v) for v in head)
-    if timed_out:
+        procs, runs = [], []
+        try:
+            for k, (a, b) in enumerate(groups):   # one harness process per group, all at once
+                lo, hi = int(ends[a] - lens[a]), int(ends[b - 1])
+                steps = hi - lo
+                max_cycles = (steps + 8) * (per_step + 4) * 100 // max(1, min(pin, pout)) * 4 + 10_000
+                fin, fout = Path(tmp) / f"in{k}.bin", Path(tmp) / f"out{k}.bin"
+                with open(fin, "wb") as f:
+                    f.write(np.int64(steps).tobytes())
+                    f.write(beats[lo:hi].tobytes())
+                cmd = [str(exe), str(fin), str(fout), str(int(seed) + k), str(pin), str(pout), str(max_cycles)]
+                procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+                              fout))
+            for proc, fout in procs:
+                _, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise QornnError(f"the Verilator harness failed (exit {proc.returncode}): {err.strip()[-300:]}")
+                runs.append(_read_out(fout.read_bytes(), o, n))
+            for (a, b), r in zip(groups, runs):   # each process accounts for its own sequences
+                steps = int(lens[a:b].sum())
+                if not r[5] and (r[0] != (steps if every else b - a) or r[1] != steps):
+                    raise QornnError(f"a harness process gave {r[0]} output beats and {r[1]} hidden states for "
+                                     f"its {b - a} sequences of {steps} steps")
+        finally:
+            for proc, _ in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    nout, nh, cycles, accepted, violations = (sum(r[i] for r in runs) for i in range(5))
+    if any(r[5] for r in runs):
         raise QornnError(f"the core stopped: {accepted} of {total} input beats taken, {nout} output beats in "
                          f"{cycles} cycles")
     if violations:
         raise QornnError(f"the core broke the stream protocol {violations} times (an output beat changed or "
                          "vanished before it was taken, or an extra beat appeared)")
-    ybytes = nout * (o + 1) * 8
-    yl = np.frombuffer(raw[48:48 + ybytes], dtype=np.int64).reshape(nout, o + 1)
-    h = np.frombuffer(raw[48 + ybytes:], dtype=np.int32).reshape(nh, n).astype(np.int64)
+    yl = np.concatenate([r[6] for r in runs])
+    h = np.concatenate([r[7] for r in runs])
     want_out = total if every else len(seqs)
     if nout != want_out or nh != total:
         raise QornnError(f"the core gave {nout} output beats and {nh} hidden states for {total} steps "
@@ -103,10 +157,10 @@ def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS) ->
     return {"y": ys, "h": hs, "cycles": cycles, "steps": total, "violations": violations}
 
 
-def run_rtl(rtl_dir, x_codes, art=None, seed: int = 0, stalls=DEFAULT_STALLS):
+def run_rtl(rtl_dir, x_codes, art=None, seed: int = 0, stalls=DEFAULT_STALLS, workers: int | None = None):
     """(B, T, m) codes -> (y, h) shaped like the simulator's output and hidden codes."""
     x = np.asarray(x_codes)
     if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1:
         raise QornnError(f"input must have shape (batch, time, features), got {x.shape}")
-    r = run_stream(rtl_dir, list(x), art, seed=seed, stalls=stalls)
+    r = run_stream(rtl_dir, list(x), art, seed=seed, stalls=stalls, workers=workers)
     return np.stack(r["y"]), np.stack(r["h"])

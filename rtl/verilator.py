@@ -19,6 +19,10 @@ from qornn.errors import QornnError
 
 HARNESS = Path(__file__).parent / "templates" / "harness.cpp"
 MAKEFLAGS = ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O2", "OPT_SLOW=-O1", "OPT_GLOBAL=-O1"]
+# Verilator splits the model's functions at about this many statements: g++ -O2 time grows faster
+# than linearly with a function's size, and a parallel core puts ~100k statements in a few
+# functions (hidden 128: 462 s to build without, 31 s with; the simulation ~5-15 % faster too)
+VERILATOR_ARGS = ["--output-split-cfuncs", "500"]
 
 
 def verilator_root() -> Path:
@@ -52,7 +56,7 @@ def tb_header(meta: dict) -> str:
 def build_key(verilog: str, meta: dict) -> str:
     h = hashlib.sha256()
     for part in (verilog, tb_header(meta), HARNESS.read_text(), verilator_version(), " ".join(MAKEFLAGS),
-                 shutil.which("g++") or "", "v1"):
+                 " ".join(VERILATOR_ARGS), shutil.which("g++") or "", "v2"):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:32]
 
@@ -67,7 +71,7 @@ def build(verilog: str, meta: dict, out_dir: Path) -> Path:
     env = {**os.environ, "VERILATOR_ROOT": str(root)}
     jobs = str(max(1, min(2, os.cpu_count() or 1)))
     cmd = ["perl", str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", jobs,
-           "-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "--top-module", "qornn_core",
+           "-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", *VERILATOR_ARGS, "--top-module", "qornn_core",
            "--Mdir", "obj", "-CFLAGS", f"-I{out_dir}", "-MAKEFLAGS", " ".join(MAKEFLAGS),
            "-o", "harness", "qornn_core.v", "harness.cpp"]
     from .synth import _run   # the tool runner with a live elapsed-time line

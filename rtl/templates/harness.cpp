@@ -30,11 +30,16 @@ template <std::size_t N> static void from_words(VlWide<N> &v, const uint32_t *w)
     for (std::size_t i = 0; i < N; i++) v[i] = w[i];
 }
 
-// signed field [lo, lo+bits) of a little-endian word array
+// signed field [lo, lo+bits) of a little-endian word array (bits <= 64)
 static int64_t get_field(const uint32_t *w, int lo, int bits) {
-    uint64_t v = 0;
-    for (int b = 0; b < bits; b++) v |= (uint64_t)((w[(lo + b) >> 5] >> ((lo + b) & 31)) & 1u) << b;
-    if (bits < 64 && (v >> (bits - 1)) & 1) v |= ~0ULL << bits;
+    const int k = lo >> 5, s = lo & 31;
+    uint64_t v = (uint64_t)w[k] | ((uint64_t)w[k + 1] << 32);   // arrays carry spare words
+    v >>= s;
+    if (s + bits > 64) v |= (uint64_t)w[k + 2] << (64 - s);
+    if (bits < 64) {
+        v &= (1ULL << bits) - 1;
+        if ((v >> (bits - 1)) & 1) v |= ~0ULL << bits;
+    }
     return (int64_t)v;
 }
 static void put_field(uint32_t *w, int lo, int bits, int64_t x) {
@@ -72,9 +77,9 @@ int main(int argc, char **argv) {
     hs.reserve((size_t)nbeats * QORNN_N);
 
     Vqornn_core *core = new Vqornn_core;
-    uint32_t xw[(QORNN_M * QORNN_KX + 31) / 32 + 2];
-    uint32_t yw[(QORNN_O * QORNN_OW + 31) / 32 + 2], yhold[(QORNN_O * QORNN_OW + 31) / 32 + 2];
-    uint32_t hw[(QORNN_N * QORNN_KH + 31) / 32 + 2];
+    uint32_t xw[(QORNN_M * QORNN_KX + 31) / 32 + 2] = {0};
+    uint32_t yw[(QORNN_O * QORNN_OW + 31) / 32 + 2] = {0}, yhold[(QORNN_O * QORNN_OW + 31) / 32 + 2] = {0};
+    uint32_t hw[(QORNN_N * QORNN_KH + 31) / 32 + 2] = {0};  // spare words read as 0 by get_field
     const int ywords = (QORNN_O * QORNN_OW + 31) / 32;
     core->clk = 0; core->rst = 1; core->in_valid = 0; core->out_ready = 0;
     core->eval(); core->clk = 1; core->eval(); core->clk = 0; core->eval();
@@ -100,7 +105,7 @@ int main(int argc, char **argv) {
             core->in_valid = 0;
         }
         core->out_ready = rnd100() < pout ? 1 : 0;
-        core->eval();
+        core->clk = 0; core->eval();   // falling edge and this cycle's inputs in one eval
         const bool take_in = core->in_valid && core->in_ready;
         const bool take_out = core->out_valid && core->out_ready;
         if (core->out_valid) {  // a presented output beat must not change until taken
@@ -122,16 +127,15 @@ int main(int argc, char **argv) {
             to_words(core->dbg_h, hw);
             for (int j = 0; j < QORNN_N; j++) hs.push_back((int32_t)get_field(hw, j * QORNN_KH, QORNN_KH));
         }
-        core->clk = 0; core->eval();
         cycles++;
     }
     const int64_t timed_out = (next < nbeats || nout < expect_out) ? 1 : 0;
     // drain: a few idle cycles must produce no extra beat
     core->in_valid = 0; core->out_ready = 1;
     for (int k = 0; k < 8 && !timed_out; k++) {
-        core->eval();
+        core->clk = 0; core->eval();
         if (core->out_valid) violations++;
-        core->clk = 1; core->eval(); core->clk = 0; core->eval();
+        core->clk = 1; core->eval();
     }
     FILE *fo = fopen(argv[2], "wb");
     if (!fo) { perror(argv[2]); return 2; }
