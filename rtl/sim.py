@@ -67,11 +67,23 @@ def _read_out(raw: bytes, o: int, n: int):
     nout, nh, cycles, accepted, violations, timed_out = (int(v) for v in head)
     ybytes = nout * (o + 1) * 8
     yl = np.frombuffer(raw[48:48 + ybytes], dtype=np.int64).reshape(nout, o + 1)
-    h = np.frombuffer(raw[48 + ybytes:48 + ybytes + nh * n * 4], dtype=np.int32).reshape(nh, n).astype(np.int64)
+    h = np.frombuffer(raw[48 + ybytes:48 + ybytes + nh * n * 4], dtype=np.int32).reshape(nh, n)
     return nout, nh, cycles, accepted, violations, timed_out, yl, h
 
 
 def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS, workers: int | None = None) -> dict:
+    """Stream the sequences (a list of (T_i, m) code arrays) back to back through the core (see
+    `_stream`). Returns {'y': [per sequence: (T_i, o) every_step or (o,) last_step], 'h': [(T_i, n)],
+    'cycles', 'steps', 'violations'}."""
+    r = _stream(rtl_dir, seqs, art, seed, stalls, workers)
+    y, h, ends = r.pop("y"), r.pop("h"), r.pop("ends")
+    starts = ends - r.pop("lens")
+    r["y"] = [y[a:b] for a, b in zip(starts, ends)] if r.pop("every") else list(y)
+    r["h"] = [h[a:b] for a, b in zip(starts, ends)]
+    return r
+
+
+def _stream(rtl_dir, seqs, art, seed, stalls, workers) -> dict:
     """Stream the sequences (a list of (T_i, m) code arrays) back to back through the core.
 
     The sequences are independent (each begins with a start beat), so they are cut into at most
@@ -79,9 +91,9 @@ def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS, wo
     harness process (its own model instance, stall seed seed + group index), all at once; the
     outputs are put back in order. 'cycles' is the sum over the processes.
 
-    Returns {'y': [per sequence: (T_i, o) every_step or (o,) last_step], 'h': [(T_i, n)],
-    'cycles', 'steps', 'violations'}. Raises QornnError on a timeout (a core that stops taking
-    beats) or a protocol violation."""
+    Returns {'y': (output beats, o), 'h': (steps, n) int64 codes of all sequences in order,
+    'lens', 'ends', 'every', 'cycles', 'steps', 'violations'}. Raises QornnError on a timeout (a
+    core that stops taking beats) or a protocol violation."""
     d = Path(rtl_dir)
     meta = read_meta(d)
     _check_artifact(meta, art)
@@ -144,7 +156,7 @@ def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS, wo
         raise QornnError(f"the core broke the stream protocol {violations} times (an output beat changed or "
                          "vanished before it was taken, or an extra beat appeared)")
     yl = np.concatenate([r[6] for r in runs])
-    h = np.concatenate([r[7] for r in runs])
+    h = np.concatenate([r[7] for r in runs], dtype=np.int64)   # one copy: int32 codes -> int64
     want_out = total if every else len(seqs)
     if nout != want_out or nh != total:
         raise QornnError(f"the core gave {nout} output beats and {nh} hidden states for {total} steps "
@@ -154,11 +166,8 @@ def run_stream(rtl_dir, seqs, art=None, seed: int = 0, stalls=DEFAULT_STALLS, wo
     want_last[ends - 1] = 1
     if not np.array_equal(last, want_last if every else np.ones(len(seqs), dtype=np.int64)):
         raise QornnError("out_last does not mark the ends of the sequences")
-    y = yl[:, :o]
-    starts = ends - lens
-    ys = [y[a:b] for a, b in zip(starts, ends)] if every else [y[i] for i in range(len(seqs))]
-    hs = [h[a:b] for a, b in zip(starts, ends)]
-    return {"y": ys, "h": hs, "cycles": cycles, "steps": total, "violations": violations}
+    return {"y": yl[:, :o], "h": h, "lens": lens, "ends": ends, "every": every, "cycles": cycles,
+            "steps": total, "violations": violations}
 
 
 def run_rtl(rtl_dir, x_codes, art=None, seed: int = 0, stalls=DEFAULT_STALLS, workers: int | None = None):
@@ -166,5 +175,7 @@ def run_rtl(rtl_dir, x_codes, art=None, seed: int = 0, stalls=DEFAULT_STALLS, wo
     x = np.asarray(x_codes)
     if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 1:
         raise QornnError(f"input must have shape (batch, time, features), got {x.shape}")
-    r = run_stream(rtl_dir, list(x), art, seed=seed, stalls=stalls, workers=workers)
-    return np.stack(r["y"]), np.stack(r["h"])
+    B, T = x.shape[:2]
+    r = _stream(rtl_dir, list(x), art, seed, stalls, workers)
+    y = r["y"].reshape(B, T, -1) if r["every"] else r["y"]   # equal lengths: views, no copies
+    return y, r["h"].reshape(B, T, -1)
