@@ -21,12 +21,7 @@ from qornn.train.tasks import make_task
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 
 def trained(task, dtype=F64, steps=25, seed=0, hidden=14, **kw):

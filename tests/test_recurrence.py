@@ -10,14 +10,7 @@ from qornn.train.recurrence import recurrence
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny sizes gain nothing from threads, and on a busy 2-core machine MKL/OpenMP threads
-    waiting on each other made this file take 25 s instead of 4 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 
 def reference(ux, W, b, activation, h0=None):
