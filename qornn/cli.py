@@ -44,7 +44,15 @@ TRAIN_OPTIONS = {
     "act_scale": ("model", "act_scale", "lsq"), "weight_scale": ("model", "weight_scale", "max"),
     "spectral_scale": ("model", "spectral_scale", False), "rounding": ("model", "rounding", "nearest"),
     "quant_noise": ("model", "quant_noise", 0.0),
+    # initialisations (train/inits.py)
+    "recurrent_init": ("model", "recurrent_init", "orthogonal"), "input_init": ("model", "input_init", "kaiming-uniform"),
+    "output_init": ("model", "output_init", "kaiming-uniform"), "null_input": ("model", "null_input", None),
 }
+INIT_OPTIONS = ("recurrent_init", "input_init", "output_init", "null_input")
+# train/inits.RECURRENT_INITS and train/model.LAYER_INITS, spelled here so that --help needs no torch
+# (tests/test_inits.py pins them together)
+RECURRENT_INITS = ("orthogonal", "henaff", "cayley", "permutation", "rotation-grid", "hadamard")
+LAYER_INITS = ("kaiming-uniform", "kaiming-normal", "zeros")
 
 
 def add_train(sub):
@@ -86,6 +94,18 @@ def add_train(sub):
                    "from RUN.partial; other options must agree with them)")
     p.add_argument("--force", action="store_true", help="replace an existing run directory, or discard an "
                    "unfinished one and start over")
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (default: 1 on machines with up to 4 "
+                   "cores, else half the cores; measured in docs/benchmarks.md)")
+    p.add_argument("--recipe", choices=("task", "none"), help="task (default): the settings that train --task "
+                   "(docs/results.md), under every option given here; none: the trainer's historical defaults")
+    g = p.add_argument_group("initialisation")
+    g.add_argument("--recurrent-init", choices=RECURRENT_INITS, help="W: orthogonal (Haar), henaff, cayley, or a "
+                   "grid init exact once quantized: permutation (2..8 bits), rotation-grid and hadamard "
+                   "(narrow range; hadamard also 1 bit) (default: the task's recipe, else orthogonal)")
+    g.add_argument("--input-init", choices=LAYER_INITS, help="U (default: the recipe's, else kaiming-uniform)")
+    g.add_argument("--output-init", choices=LAYER_INITS, help="V (default: the recipe's, else kaiming-uniform)")
+    g.add_argument("--null-input", type=_positive, metavar="K", help="input feature K (a blank or padding symbol) "
+                   "drives nothing: its column of U is zero and untrained (copy's recipe: 0, the blank)")
     add_qat_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -131,7 +151,17 @@ def _as_options(e: QornnError) -> QornnError:
 
 def _train_value(args, dest):
     v = getattr(args, dest)
+    if v is None and dest in getattr(args, "_recipe", {}):
+        return args._recipe[dest]
     return TRAIN_OPTIONS[dest][2] if v is None else v
+
+
+def _resolve_recipe(args) -> dict:
+    """The task recipe's values for the options not given (train/recipes.py)."""
+    from qornn.train.recipes import recipe
+
+    given = {dest: getattr(args, dest) for dest in TRAIN_OPTIONS}
+    return recipe(args.task or TRAIN_OPTIONS["task"][2], given, args.recipe or "task")
 
 
 def build_model_and_task(args):
@@ -143,6 +173,7 @@ def build_model_and_task(args):
     from qornn.train.tasks import make_task
     from qornn.train.trainer import check_budget
 
+    args._recipe = _resolve_recipe(args)
     v = lambda dest: _train_value(args, dest)  # noqa: E731
     try:
         cfg = TrainConfig(**{dest: v(dest) for dest, (sec, _, _) in TRAIN_OPTIONS.items() if sec == "train"}).validate()
@@ -161,7 +192,7 @@ def build_model_and_task(args):
                     output_mode=task.output_mode, output_bits=v("output_bits"), projunn_rank=v("projunn_rank"),
                     projunn_mode=v("projunn_mode"), penalty=v("penalty"), recurrent_bits=v("recurrent_bits"),
                     input_weight_bits=v("input_weight_bits"), narrow_range=v("narrow_range"),
-                    **{dest: v(dest) for dest in QAT_OPTIONS})
+                    **{dest: v(dest) for dest in QAT_OPTIONS + INIT_OPTIONS})
     check_budget({"hidden_size": v("hidden"), "input_size": task.input_size, "output_size": task.output_size,
                   "output_mode": task.output_mode}, task, cfg)
     torch.manual_seed(cfg.seed)
@@ -170,9 +201,11 @@ def build_model_and_task(args):
 
 
 def cmd_train(args) -> int:
+    from qornn.train.threads import set_threads
     from qornn.train.trainer import TrainingInterrupted, resume_run, train
 
     try:
+        set_threads(args.threads)
         if args.resume is not None:
             final, model, task, plan = _resume(args, resume_run)
             steps, out = plan["train"]["steps"], plan["out"]

@@ -146,6 +146,11 @@ def tiny(name):
     ("ste-bjorck", "copy", {}, dict(act_bits=6, weight_scale="lsq", rounding="stochastic", quant_noise=0.3)),
     ("ste-projunn", "copy", dict(optimizer="rmsprop"), dict(act_bits=5, act_scale="max", weight_scale="po2",
                                                             spectral_scale=True)),
+    # the copy recipe (train/recipes.py): grid init, a null input column, V = 0, W's own rate
+    ("ste-bjorck", "copy", dict(lr=2e-3, orth_lr=1e-5, clip_grad=0.0, lr_schedule="step", lr_decay_every=10),
+     dict(act_bits=8, narrow_range=True, recurrent_init="permutation", input_init="kaiming-normal",
+          output_init="zeros", null_input=0)),
+    ("ste-bjorck", "copy", {}, dict(narrow_range=True, recurrent_init="rotation-grid", null_input=3)),
 ])
 def test_every_method_and_optimizer_resumes_bit_exactly(tmp_path, method, task_name, options, model_kw, monkeypatch):
     def run(out, kill_at=None, resume=False):

@@ -33,11 +33,16 @@ MODEL_FIELDS = {
     # integer-aware training (train/act_quant.py, train/lsq.py)
     "act_bits": (int, True), "input_bits": (int, False), "act_scale": (str, False), "weight_scale": (str, False),
     "spectral_scale": (bool, False), "rounding": (str, False), "quant_noise": (float, False),
+    # initialisations (train/inits.py)
+    "recurrent_init": (str, False), "input_init": (str, False), "output_init": (str, False),
+    "null_input": (int, True),
 }
 # fields newer than v1, with the value a run written before them means
 OPTIONAL_MODEL_FIELDS = {"recurrent_bits": None, "input_weight_bits": None, "narrow_range": False,
                          "act_bits": None, "input_bits": 8, "act_scale": "lsq", "weight_scale": "max",
-                         "spectral_scale": False, "rounding": "nearest", "quant_noise": 0.0}
+                         "spectral_scale": False, "rounding": "nearest", "quant_noise": 0.0,
+                         "recurrent_init": "orthogonal", "input_init": "kaiming-uniform",
+                         "output_init": "kaiming-uniform", "null_input": None}
 
 
 def save_run(model, task, train_cfg: dict, tmp_dir: Path) -> None:

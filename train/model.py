@@ -24,12 +24,14 @@ from qornn.errors import QornnError
 
 from .act_quant import ACT_SCALES, ActQuant, input_term, on_requant_grid, requant_ratio
 from .bjorck import bjorck, spectral_norm_estimate
+from .inits import GRID_INITS, RECURRENT_INITS, grid_support, init_recurrent
 from .lsq import log2_param, lsq_grad_factor, scale_from_log2
 from .quantizers import WEIGHT_SCALES, check_bits, int_range, on_grid, quantize, value_of
 from .recurrence import qrecurrence, recurrence
 
 ACTIVATIONS = ("modrelu", "relu")
 OUTPUT_MODES = ("every_step", "last_step")
+LAYER_INITS = ("kaiming-uniform", "kaiming-normal", "zeros")  # of U and V (kaiming-uniform: nn.Linear's)
 MAX_ITERS = 1000  # Björck / power iterations: the paper uses ~15 and 3
 METHODS = ("ste-bjorck", "ste-projunn", "ste-pen", "ptq-projunn", "fp")
 """Training methods of the QORNN paper (arXiv 2402.04012), plus the full-precision baseline:
@@ -82,6 +84,10 @@ class QORNN(nn.Module):
         spectral_scale: bool = False,
         rounding: str = "nearest",
         quant_noise: float = 0.0,
+        recurrent_init: str = "orthogonal",
+        input_init: str = "kaiming-uniform",
+        output_init: str = "kaiming-uniform",
+        null_input: int | None = None,
     ):
         super().__init__()
         for name, value in (("input size", input_size), ("hidden size", hidden_size), ("output size", output_size)):
@@ -144,6 +150,19 @@ class QORNN(nn.Module):
             raise QornnError("stochastic rounding needs weights of 2 bits or more (1 bit is a sign)")
         if isinstance(quant_noise, bool) or not (isinstance(quant_noise, (int, float)) and 0 <= quant_noise < 1):
             raise QornnError(f"quant noise must be a rate in [0, 1), got {quant_noise!r}")
+        if recurrent_init not in RECURRENT_INITS:
+            raise QornnError(f"unknown recurrent init {recurrent_init!r}; choose one of {', '.join(RECURRENT_INITS)}")
+        if recurrent_init in GRID_INITS:
+            wbits = recurrent_bits or weight_bits
+            why = grid_support(recurrent_init, wbits, narrow_range, weight_scale, hidden_size)
+            if why is not None and (wbits is not None or "power-of-two" in why):
+                raise QornnError(f"recurrent init {recurrent_init}: {why}")
+        for what, v in (("input init", input_init), ("output init", output_init)):
+            if v not in LAYER_INITS:
+                raise QornnError(f"unknown {what} {v!r}; choose one of {', '.join(LAYER_INITS)}")
+        if null_input is not None and (not isinstance(null_input, int) or isinstance(null_input, bool)
+                                       or not 0 <= null_input < input_size):
+            raise QornnError(f"null input must be an input feature index in 0..{input_size - 1}, got {null_input!r}")
         self.config = dict(
             input_size=input_size, hidden_size=hidden_size, output_size=output_size,
             weight_bits=weight_bits, activation=activation, method=method, output_mode=output_mode,
@@ -152,7 +171,10 @@ class QORNN(nn.Module):
             recurrent_bits=recurrent_bits, input_weight_bits=input_weight_bits, narrow_range=narrow_range,
             act_bits=act_bits, input_bits=input_bits, act_scale=act_scale, weight_scale=weight_scale,
             spectral_scale=spectral_scale, rounding=rounding, quant_noise=float(quant_noise),
+            recurrent_init=recurrent_init, input_init=input_init, output_init=output_init, null_input=null_input,
         )
+        self.recurrent_init, self.input_init, self.output_init = recurrent_init, input_init, output_init
+        self.null_input = null_input
         self.projunn_rank, self.projunn_mode, self.penalty = projunn_rank, projunn_mode, penalty
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.weight_bits, self.output_bits = weight_bits, output_bits
@@ -182,12 +204,25 @@ class QORNN(nn.Module):
         if self.act is not None or len(self.log2_scales):
             self.register_buffer("scales_ready", torch.zeros((), dtype=torch.bool))
         self._cache: torch.Tensor | None = None
+        if null_input is not None:  # like nn.Embedding's padding_idx: the column gets no gradient
+            keep = torch.ones(hidden_size, input_size)
+            keep[:, null_input] = 0
+            self.register_buffer("_u_keep", keep, persistent=False)
+            self.U.register_hook(lambda g: g * self._u_keep.to(g.dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.orthogonal_(self.W)
-        nn.init.kaiming_uniform_(self.U, a=math.sqrt(5))
-        nn.init.kaiming_uniform_(self.V, a=math.sqrt(5))
+        init_recurrent(self.W, self.recurrent_init, self.recurrent_bits, self.narrow_range)
+        for w, how in ((self.U, self.input_init), (self.V, self.output_init)):
+            if how == "kaiming-uniform":
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            elif how == "kaiming-normal":
+                nn.init.kaiming_normal_(w)
+            else:
+                nn.init.zeros_(w)
+        if self.null_input is not None:
+            with torch.no_grad():
+                self.U[:, self.null_input] = 0
         nn.init.zeros_(self.c)
         if self.b is not None:
             nn.init.uniform_(self.b, -0.01, 0.01)

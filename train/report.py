@@ -2,6 +2,9 @@
 
 training.png  loss and the task metric over steps; sigma_min/max of q(W) and ||q(W)^T q(W) - I||_F
 spectrum.png  singular values of the quantized recurrent matrix q(W) against the float W
+memory.png    what q(W) does to a memory: its eigenvalue moduli, and the smallest and largest gain
+              of its powers q(W)^t over the sequence length (sigma_min/max of q(W)^t), so that "this
+              5-bit matrix forgets in 300 steps" is seen before deploying
 report.md     the run's configuration, final metrics and orthogonality diagnostics
 """
 
@@ -47,6 +50,27 @@ def read_metrics(path: Path, metric: str) -> list[dict]:
             for k in (f"eval_{metric}", "sigma_max", "sigma_min", "orth_err"):
                 field(r, k, float, where=at)
     return recs
+
+
+def power_gains(w: torch.Tensor, length: int, points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t, sigma_min(w^t), sigma_max(w^t)) at about `points` steps t in 1..length (log-spaced), in
+    float64: the linear part of the recurrence (activation and hidden-state rounding left out)."""
+    ts = np.unique(np.geomspace(1, max(1, length), points).astype(int))
+    w = w.double()
+    p, t_done, lo, hi = torch.eye(w.shape[0], dtype=torch.float64), 0, [], []
+    for t in ts:
+        p = torch.linalg.matrix_power(w, int(t - t_done)) @ p
+        t_done = int(t)
+        s = torch.linalg.svdvals(p)
+        lo.append(float(s.min())), hi.append(float(s.max()))
+    return ts, np.array(lo), np.array(hi)
+
+
+def forgets_after(ts: np.ndarray, lo: np.ndarray, hi: np.ndarray, factor: float = 2.0) -> int | None:
+    """The first step t at which some direction is shrunk or grown by more than `factor` (None: never
+    within the sequence length)."""
+    bad = np.flatnonzero((lo < 1 / factor) | (hi > factor))
+    return int(ts[bad[0]]) if len(bad) else None
 
 
 def write_report(run_dir) -> list[Path]:
@@ -100,6 +124,28 @@ def write_report(run_dir) -> list[Path]:
     _save_fig(fig, run_dir / "spectrum.png")
     written.append(run_dir / "spectrum.png")
 
+    length = int(getattr(task, "length", 0) or 784)
+    with torch.no_grad():
+        eig_q = np.sort(torch.linalg.eigvals(w_q).abs().numpy())[::-1]
+        eig_f = np.sort(torch.linalg.eigvals(w_float).abs().numpy())[::-1]
+        ts, lo, hi = power_gains(w_q, length)
+        ts_f, lo_f, hi_f = power_gains(w_float, length)
+    forget = forgets_after(ts, lo, hi)
+    fig, ax = plt.subplots(1, 2, figsize=(12, 3.8))
+    ax[0].plot(np.arange(1, len(eig_f) + 1), eig_f, label="W (float)")
+    ax[0].plot(np.arange(1, len(eig_q) + 1), eig_q, label=f"q(W), {model.weight_bits}-bit")
+    ax[0].axhline(1.0, color="gray", lw=0.6, ls=":")
+    ax[0].set_xlabel("index"), ax[0].set_ylabel("|eigenvalue|"), ax[0].legend(fontsize=8)
+    ax[1].fill_between(ts_f, lo_f, hi_f, alpha=0.25, color="C0", label="W (float): σ_min..σ_max of W^t")
+    ax[1].fill_between(ts, lo, hi, alpha=0.35, color="C1", label="q(W): σ_min..σ_max of q(W)^t")
+    ax[1].set_xscale("log"), ax[1].set_yscale("log"), ax[1].axhline(1.0, color="gray", lw=0.6, ls=":")
+    ax[1].set_xlabel(f"steps t (sequence length {length})"), ax[1].set_ylabel("gain of h (linear part)")
+    ax[1].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"memory — {title}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _save_fig(fig, run_dir / "memory.png")
+    written.append(run_dir / "memory.png")
+
     final = cfg.get("train", {}).get("final", {})
     lines = [f"# Run report: {run_dir.name}", "", f"{title}; task {json.dumps(task.config())}", "",
              "| model | " + " | ".join(final.get("float", {}).keys()) + " |",
@@ -109,8 +155,12 @@ def write_report(run_dir) -> list[Path]:
             lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in final[name].values()) + " |")
     lines += ["", f"- σ(q(W)) in [{s_q.min():.4f}, {s_q.max():.4f}]; σ(W) in [{s_f.min():.4f}, {s_f.max():.4f}]",
               f"- ‖q(W)ᵀq(W) − I‖_F = {orth_q:.4f}; ‖WᵀW − I‖_F = {orth_f:.4f}",
+              f"- |eigenvalues of q(W)| in [{eig_q.min():.4f}, {eig_q.max():.4f}]; after {length} steps q(W)^t "
+              f"scales h by {lo[-1]:.3g} .. {hi[-1]:.3g} (linear part); "
+              + (f"**some direction is shrunk or grown 2x by step {forget}**" if forget else
+                 f"no direction is shrunk or grown 2x within {length} steps"),
               f"- {len(recs)} logged steps; training time {cfg.get('train', {}).get('seconds', '?')} s", "",
-              "![training](training.png)" if recs else "", "![spectrum](spectrum.png)", ""]
+              "![training](training.png)" if recs else "", "![spectrum](spectrum.png)", "![memory](memory.png)", ""]
     write_bytes_atomic(run_dir / "report.md", "\n".join(lines).encode())
     written.append(run_dir / "report.md")
     return written
