@@ -3,8 +3,9 @@
 A QORNN step is a chain of small (batch x hidden) @ (hidden x hidden) products, one per time step:
 too small to split well, and a second thread on a 2-core machine that is busy with anything else
 waits for the core at every step. Measured on the 2-core machines (benchmarks/bench_threads.py,
-docs/benchmarks.md): two threads were never faster than one at the tasks' sizes, and up to 5-8x
-slower under load. So: one thread up to 4 cores, half the cores above (at most 8).
+docs/benchmarks.md, "Training threads"): beside other work two threads were 1.9-4.7x slower than
+one at the tasks' sizes; in another run ("Training step") they were 1.6x faster. The loss outweighs the gain
+where a second core is rarely free, so: one thread up to 4 cores, half the cores above (at most 8).
 """
 
 from __future__ import annotations
