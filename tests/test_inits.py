@@ -253,3 +253,31 @@ def test_resume_keeps_init_fields(tmp_path):
     torch.manual_seed(cfg["train"]["seed"])
     again = build_model(json.loads(json.dumps(cfg["model"])), "x")
     assert torch.equal(m.W, again.W) and m.recurrent_init == "permutation" and m.null_input == 0
+
+
+# -- qornn report: what q(W) does to a memory -------------------------------------------------
+def test_power_gains_and_forgetting_step():
+    from qornn.train.report import forgets_after, power_gains
+
+    w = torch.diag(torch.tensor([1.0, 0.99, 1.01]))
+    ts, lo, hi = power_gains(w, 1000)
+    assert ts[0] == 1 and ts[-1] == 1000
+    assert np.allclose(lo, 0.99 ** ts) and np.allclose(hi, 1.01 ** ts)
+    # 0.99^t < 1/2 from t = 69, 1.01^t > 2 from t = 70: the first sampled step past 69
+    t = forgets_after(ts, lo, hi)
+    assert t == min(x for x in ts if 0.99 ** x < 0.5)
+    assert forgets_after(*power_gains(torch.eye(4), 1000)) is None
+
+
+def test_report_draws_memory_and_names_the_forgetting_step(tmp_path):
+    from qornn.cli import main
+
+    haar, grid = tmp_path / "haar", tmp_path / "grid"
+    common = ["train", "--task", "copy", "--length", "400", "--hidden", "32", "--weight-bits", "4", "--steps", "0"]
+    assert main([*common, "--recipe", "none", "--out", str(haar)]) == 0
+    assert main([*common, "--out", str(grid)]) == 0
+    for run in (haar, grid):
+        assert main(["report", str(run)]) == 0
+        assert (run / "memory.png").stat().st_size > 10_000
+    assert "some direction is shrunk or grown 2x by step" in (haar / "report.md").read_text()
+    assert "no direction is shrunk or grown 2x within 400 steps" in (grid / "report.md").read_text()
