@@ -39,6 +39,7 @@ TRAIN_OPTIONS = {
     "lr_decay": ("train", "lr_decay", 0.1), "clip_grad": ("train", "clip_grad", 1.0),
     "seed": ("train", "seed", 0), "device": ("train", "device", "cpu"),
     "checkpoint_every": ("train", "checkpoint_every", 100), "checkpoint_seconds": ("train", "checkpoint_seconds", 60.0),
+    "readout_init": ("train", "readout_init", "none"),
     # integer-aware training (add_qat_options)
     "act_bits": ("model", "act_bits", None), "input_bits": ("model", "input_bits", 8),
     "act_scale": ("model", "act_scale", "lsq"), "weight_scale": ("model", "weight_scale", "max"),
@@ -104,6 +105,8 @@ def add_train(sub):
                    "(narrow range; hadamard also 1 bit) (default: the task's recipe, else orthogonal)")
     g.add_argument("--input-init", choices=LAYER_INITS, help="U (default: the recipe's, else kaiming-uniform)")
     g.add_argument("--output-init", choices=LAYER_INITS, help="V (default: the recipe's, else kaiming-uniform)")
+    g.add_argument("--readout-init", choices=("none", "lstsq"), help="lstsq: fit V and c by least squares to "
+                   "the untrained network's states before training (a warm start; default: the recipe's, else none)")
     g.add_argument("--null-input", type=_positive, metavar="K", help="input feature K (a blank or padding symbol) "
                    "drives nothing: its column of U is zero and untrained (copy's recipe: 0, the blank)")
     add_qat_options(p)

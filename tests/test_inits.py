@@ -281,3 +281,65 @@ def test_report_draws_memory_and_names_the_forgetting_step(tmp_path):
         assert (run / "memory.png").stat().st_size > 10_000
     assert "some direction is shrunk or grown 2x by step" in (haar / "report.md").read_text()
     assert "no direction is shrunk or grown 2x within 400 steps" in (grid / "report.md").read_text()
+
+
+# -- read-out warm start (train/readout.py) ----------------------------------------------------
+def _tiny_pmnist():
+    from qornn.train.tasks import make_task
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 300)
+    imgs = (rng.random((300, 784)) * 60).astype(np.uint8)
+    imgs[np.arange(300), labels * 70 + 5] = 255  # a class-dependent bright pixel: linearly separable
+    return make_task("pmnist", pixels_per_step=49, data=(imgs[:200], labels[:200], imgs[200:], labels[200:]))
+
+
+@pytest.mark.parametrize("act_bits", (None, 8))
+def test_readout_fit_is_a_warm_start_and_seeded(act_bits):
+    from qornn.train.readout import fit_readout
+    from qornn.train.trainer import evaluate
+
+    task = _tiny_pmnist()
+
+    def fitted(seed):
+        torch.manual_seed(0)
+        m = QORNN(task.input_size, 32, 10, weight_bits=4, narrow_range=True, act_bits=act_bits,
+                  output_mode="last_step", recurrent_init="permutation")
+        before = evaluate(m, task, batches=None)
+        summary = fit_readout(m, task, seed, sequences=256, batch=64)
+        return m, before, summary
+
+    m, before, summary = fitted(3)
+    after = evaluate(m, task, batches=None)
+    assert summary["rows"] == 256 and summary["temperature"] > 1
+    assert after["accuracy"] > max(0.5, before["accuracy"] + 0.2), (before, after)
+    again, _, _ = fitted(3)
+    other, _, _ = fitted(4)
+    assert torch.equal(m.V, again.V) and torch.equal(m.c, again.c) and not torch.equal(m.V, other.V)
+
+
+def test_readout_fit_regression_task():
+    from qornn.train.readout import fit_readout
+    from qornn.train.tasks import make_task
+    from qornn.train.trainer import evaluate
+
+    task = make_task("adding", length=20)
+    torch.manual_seed(0)
+    m = QORNN(2, 32, 1, weight_bits=None, method="fp", output_mode="last_step", activation="relu")
+    before = evaluate(m, task, quantized=False)["mse"]
+    summary = fit_readout(m, task, 0, sequences=512)
+    after = evaluate(m, task, quantized=False)["mse"]
+    assert "fit_loss" not in summary and summary["temperature"] == 1.0
+    assert after < min(before, task.baseline())
+
+
+def test_readout_init_option_is_checked(tmp_path, capsys):
+    from qornn.train.config import TrainConfig
+
+    with pytest.raises(QornnError, match="readout_init"):
+        TrainConfig.from_dict({"readout_init": "ridge"})
+    code, _ = _cli_run(tmp_path, "--task", "copy", "--length", "25", "--readout-init", "qr")
+    assert code == 2 and "invalid choice" in capsys.readouterr().err
+    code, cfg = _cli_run(tmp_path / "ok", "--task", "adding", "--length", "20", "--hidden", "8", "--readout-init",
+                         "lstsq")
+    assert code == 0 and cfg["train"]["readout_init"] == "lstsq"

@@ -15,6 +15,7 @@ from qornn.errors import QornnError
 from qornn.jsonio import field
 
 OPTIMIZERS = ("adam", "rmsprop")
+READOUT_INITS = ("none", "lstsq")  # as train/readout.READOUT_INITS
 SCHEDULES = ("none", "step")
 MAX_SEED = 2**64 - 1          # torch.manual_seed refuses anything larger
 MAX_STEPS = 10**12            # far beyond any budget; keeps every count a machine integer
@@ -38,6 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 100          # steps between checkpoints (0: time-based only)
     checkpoint_seconds: float = 60.0     # seconds between checkpoints (0: step-based only)
     device: str = "cpu"
+    readout_init: str = "none"           # "lstsq": V, c fitted to the untrained states (train/readout.py)
 
     def validate(self) -> "TrainConfig":
         self.from_dict(self.to_dict(), where="")
@@ -77,6 +79,7 @@ class TrainConfig:
             checkpoint_every=f("checkpoint_every", int, 0, MAX_STEPS),
             checkpoint_seconds=f("checkpoint_seconds", float, 0.0, 1e9),
             device=f("device", str),
+            readout_init=f("readout_init", str, choices=READOUT_INITS),
         )
         if c.lr_schedule == "step" and c.lr_decay_every < 1:
             raise QornnError(f"{pre}the step schedule needs field 'lr_decay_every' >= 1")

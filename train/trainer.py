@@ -198,6 +198,14 @@ def _run(model, task, cfg: TrainConfig, part: Partial, progress: bool, force: bo
                 f.truncate(metrics_bytes)
         else:
             torch.manual_seed(cfg.seed)
+            if cfg.readout_init == "lstsq":
+                from .readout import describe, fit_readout
+
+                if progress:
+                    tqdm.write("fitting the read-out by least squares ...")
+                summary = fit_readout(model, task, cfg.seed)
+                if progress:
+                    tqdm.write(describe(summary))
             rng = np.random.default_rng(cfg.seed)
             start, elapsed = 0, 0.0
             metrics_path.write_bytes(b"")
