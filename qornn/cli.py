@@ -36,7 +36,7 @@ TRAIN_OPTIONS = {
     "epochs": ("train", "epochs", None), "batch_size": ("train", "batch_size", 64), "lr": ("train", "lr", 1e-3),
     "orth_lr": ("train", "orth_lr", None), "optimizer": ("train", "optimizer", "adam"),
     "lr_schedule": ("train", "lr_schedule", "none"), "lr_decay_every": ("train", "lr_decay_every", 0),
-    "lr_decay": ("train", "lr_decay", 0.1), "clip_grad": ("train", "clip_grad", 1.0),
+    "lr_decay": ("train", "lr_decay", 0.1), "lr_warmup": ("train", "lr_warmup", 0), "clip_grad": ("train", "clip_grad", 1.0),
     "seed": ("train", "seed", 0), "device": ("train", "device", "cpu"),
     "checkpoint_every": ("train", "checkpoint_every", 100), "checkpoint_seconds": ("train", "checkpoint_seconds", 60.0),
     "readout_init": ("train", "readout_init", "none"),
@@ -85,6 +85,8 @@ def add_train(sub):
     p.add_argument("--lr-schedule", help="none (default) or step: multiply by --lr-decay every --lr-decay-every")
     p.add_argument("--lr-decay-every", type=_positive, help="epochs with --epochs, else steps, between decays")
     p.add_argument("--lr-decay", type=float, help="step-decay factor in [0, 1] (default 0.1)")
+    p.add_argument("--lr-warmup", type=_positive, metavar="STEPS", help="raise the rates linearly over the first "
+                   "STEPS steps (default 0: none); keeps Adam's first steps from undoing a --readout-init fit")
     p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this (default 1.0; 0 = off)")
     p.add_argument("--seed", type=_positive, help="0 .. 2^64-1 (default 0)")
     p.add_argument("--device", help="cpu (default) or cuda[:N]")

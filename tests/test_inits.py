@@ -343,3 +343,13 @@ def test_readout_init_option_is_checked(tmp_path, capsys):
     code, cfg = _cli_run(tmp_path / "ok", "--task", "adding", "--length", "20", "--hidden", "8", "--readout-init",
                          "lstsq")
     assert code == 0 and cfg["train"]["readout_init"] == "lstsq"
+
+
+def test_lr_warmup_is_linear_then_the_schedule():
+    from qornn.train.config import TrainConfig
+
+    c = TrainConfig(lr_warmup=4, lr_schedule="step", lr_decay_every=10, lr_decay=0.5).validate()
+    assert [c.lr_at(s, 1.0) for s in (1, 2, 3, 4, 10, 11)] == [0.25, 0.5, 0.75, 1.0, 1.0, 0.5]
+    assert TrainConfig().lr_at(1, 2e-3) == 2e-3
+    with pytest.raises(QornnError, match="lr_warmup"):
+        TrainConfig.from_dict({"lr_warmup": -1})

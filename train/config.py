@@ -33,6 +33,7 @@ class TrainConfig:
     lr_schedule: str = "none"            # "step": lr * lr_decay ** (step // lr_decay_every)
     lr_decay_every: int = 0              # in optimizer steps
     lr_decay: float = 0.1
+    lr_warmup: int = 0                   # steps of linear warm-up: lr * min(1, step / lr_warmup)
     clip_grad: float = 1.0               # max gradient norm; 0 = no clipping
     seed: int = 0
     eval_every: int = 100
@@ -73,6 +74,7 @@ class TrainConfig:
             lr_schedule=f("lr_schedule", str, choices=SCHEDULES),
             lr_decay_every=f("lr_decay_every", int, 0, MAX_STEPS),
             lr_decay=f("lr_decay", float, 0.0, 1.0),
+            lr_warmup=f("lr_warmup", int, 0, MAX_STEPS),
             clip_grad=f("clip_grad", float, 0.0, 1e12),
             seed=f("seed", int, 0, MAX_SEED),
             eval_every=f("eval_every", int, 1, MAX_STEPS),
@@ -90,6 +92,8 @@ class TrainConfig:
     def lr_at(self, step: int, base: float) -> float:
         """Learning rate for optimizer step `step` (1-based): a pure function of the step, so a
         resumed run needs no scheduler state beyond the step count."""
+        if self.lr_warmup and step < self.lr_warmup:
+            base = base * step / self.lr_warmup
         if self.lr_schedule == "step":
             return base * self.lr_decay ** ((step - 1) // self.lr_decay_every)
         return base
