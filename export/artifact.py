@@ -426,6 +426,8 @@ def _check_keys(spec: dict) -> None:
         t = spec["tensors"][k]
         if not isinstance(t, dict) or set(t) != {"shape", "dtype"}:
             _fail(f"tensors.{k}", "expected an object with 'shape' and 'dtype'")
+    if "provenance" not in spec:
+        _fail("provenance", "missing")
     if not isinstance(spec["provenance"], dict):
         _fail("provenance", "expected an object")
 

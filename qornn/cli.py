@@ -285,6 +285,8 @@ def add_export(sub):
 def export_run(run, out, act_bits=None, input_bits=None, output_bits=None, force=False, target_sqnr=None,
                weight_scale=None, spectral_scale=None, calibrate=False):
     """run dir -> artifact dir (with model.onnx); returns (artifact, costs, task, sqnr)."""
+    import os
+
     from qornn.atomic import refuse_overlap
     from qornn.export.artifact import save_artifact
     from qornn.export.costs import energy_per_step, footprint
@@ -299,7 +301,9 @@ def export_run(run, out, act_bits=None, input_bits=None, output_bits=None, force
                          f"--act-bits {model.act_bits}: export it as trained, or add --calibrate")
 
     def export(bits):
-        return export_model(model, task, bits, input_bits, output_bits, provenance={"run": str(run)},
+        # the run's name only: no path of the user's machine in a shipped artifact
+        return export_model(model, task, bits, input_bits, output_bits,
+                            provenance={"run": os.path.basename(os.path.normpath(str(run)))},
                             weight_scale=weight_scale, spectral_scale=spectral_scale,
                             calibrate_hidden=calibrate)[0]
 

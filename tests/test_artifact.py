@@ -261,3 +261,22 @@ def test_invalid_artifact_never_written(tmp_path):
     with pytest.raises(QornnError, match="tensors.W"):
         save_artifact(art, tmp_path / "bad")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_artifact_without_provenance_is_one_line_and_export_records_no_path(tmp_path):
+    """Issue 20: a missing 'provenance' was a KeyError; the run's absolute path was shipped."""
+    import json
+
+    from qornn.cli import main
+    from qornn.errors import QornnError
+    from qornn.export.artifact import load_artifact
+
+    run, art = tmp_path / "deep" / "run", tmp_path / "art"
+    assert main(["train", "--task", "adding", "--length", "12", "--hidden", "4", "--steps", "0", "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(art)]) == 0
+    spec = json.loads((art / "qornn.json").read_text())
+    assert spec["provenance"]["run"] == "run" and str(tmp_path) not in (art / "qornn.json").read_text()
+    del spec["provenance"]
+    (art / "qornn.json").write_text(json.dumps(spec))
+    with pytest.raises(QornnError, match="provenance.*missing"):
+        load_artifact(art)
