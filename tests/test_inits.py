@@ -188,6 +188,13 @@ def test_copy_recipe_defaults_and_what_overrides_them():
         recipe("copy", {}, "fast")
 
 
+def test_pmnist_recipe():
+    r = recipe("pmnist", {"weight_bits": 4})
+    assert r["hidden"] == 170 and r["recurrent_init"] == "permutation" and r["readout_init"] == "lstsq"
+    assert r["epochs"] == 2 and "steps" not in recipe("pmnist", {"steps": 5})
+    assert "epochs" not in recipe("pmnist", {"steps": 5})
+
+
 def test_every_recipe_key_is_a_train_option():
     from qornn.cli import TRAIN_OPTIONS
 
