@@ -36,7 +36,8 @@ TRAIN_OPTIONS = {
     "epochs": ("train", "epochs", None), "batch_size": ("train", "batch_size", 64), "lr": ("train", "lr", 1e-3),
     "orth_lr": ("train", "orth_lr", None), "optimizer": ("train", "optimizer", "adam"),
     "lr_schedule": ("train", "lr_schedule", "none"), "lr_decay_every": ("train", "lr_decay_every", 0),
-    "lr_decay": ("train", "lr_decay", 0.1), "lr_warmup": ("train", "lr_warmup", 0), "clip_grad": ("train", "clip_grad", 1.0),
+    "lr_decay": ("train", "lr_decay", 0.1), "lr_warmup": ("train", "lr_warmup", 0),
+    "clip_grad": ("train", "clip_grad", 1.0),
     "seed": ("train", "seed", 0), "device": ("train", "device", "cpu"),
     "checkpoint_every": ("train", "checkpoint_every", 100), "checkpoint_seconds": ("train", "checkpoint_seconds", 60.0),
     "readout_init": ("train", "readout_init", "none"),
@@ -46,14 +47,17 @@ TRAIN_OPTIONS = {
     "spectral_scale": ("model", "spectral_scale", False), "rounding": ("model", "rounding", "nearest"),
     "quant_noise": ("model", "quant_noise", 0.0),
     # initialisations (train/inits.py)
-    "recurrent_init": ("model", "recurrent_init", "orthogonal"), "input_init": ("model", "input_init", "kaiming-uniform"),
+    "recurrent_init": ("model", "recurrent_init", "orthogonal"),
+    "input_init": ("model", "input_init", "kaiming-uniform"),
     "output_init": ("model", "output_init", "kaiming-uniform"), "null_input": ("model", "null_input", None),
 }
 INIT_OPTIONS = ("recurrent_init", "input_init", "output_init", "null_input")
-# train/inits.RECURRENT_INITS and train/model.LAYER_INITS, spelled here so that --help needs no torch
-# (tests/test_inits.py pins them together)
+# train/inits.RECURRENT_INITS, train/model.LAYER_INITS, train/config.READOUT_INITS and
+# train/recipes.RECIPE_CHOICES, spelled here so that --help needs no torch (tests/test_inits.py pins them)
 RECURRENT_INITS = ("orthogonal", "henaff", "cayley", "permutation", "rotation-grid", "hadamard")
 LAYER_INITS = ("kaiming-uniform", "kaiming-normal", "zeros")
+READOUT_INITS = ("none", "lstsq")
+RECIPE_CHOICES = ("task", "none")
 
 
 def add_train(sub):
@@ -99,7 +103,7 @@ def add_train(sub):
                    "unfinished one and start over")
     p.add_argument("--threads", type=_positive, help="torch CPU threads (default: 1 on machines with up to 4 "
                    "cores, else half the cores; measured in docs/benchmarks.md)")
-    p.add_argument("--recipe", choices=("task", "none"), help="task (default): the settings that train --task "
+    p.add_argument("--recipe", choices=RECIPE_CHOICES, help="task (default): the settings that train --task "
                    "(docs/results.md), under every option given here; none: the trainer's historical defaults")
     g = p.add_argument_group("initialisation")
     g.add_argument("--recurrent-init", choices=RECURRENT_INITS, help="W: orthogonal (Haar), henaff, cayley, or a "
@@ -107,7 +111,7 @@ def add_train(sub):
                    "(narrow range; hadamard also 1 bit) (default: the task's recipe, else orthogonal)")
     g.add_argument("--input-init", choices=LAYER_INITS, help="U (default: the recipe's, else kaiming-uniform)")
     g.add_argument("--output-init", choices=LAYER_INITS, help="V (default: the recipe's, else kaiming-uniform)")
-    g.add_argument("--readout-init", choices=("none", "lstsq"), help="lstsq: fit V and c by least squares to "
+    g.add_argument("--readout-init", choices=READOUT_INITS, help="lstsq: fit V and c by least squares to "
                    "the untrained network's states before training (a warm start; default: the recipe's, else none)")
     g.add_argument("--null-input", type=_positive, metavar="K", help="input feature K (a blank or padding symbol) "
                    "drives nothing: its column of U is zero and untrained (copy's recipe: 0, the blank)")

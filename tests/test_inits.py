@@ -116,7 +116,11 @@ def test_inits_are_seeded(init):
 def test_the_cli_spells_the_same_choices():
     from qornn import cli
 
+    from qornn.train.config import READOUT_INITS
+    from qornn.train.recipes import RECIPE_CHOICES
+
     assert cli.RECURRENT_INITS == RECURRENT_INITS and cli.LAYER_INITS == LAYER_INITS
+    assert cli.READOUT_INITS == READOUT_INITS and cli.RECIPE_CHOICES == RECIPE_CHOICES
 
 
 def test_layer_inits():

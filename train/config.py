@@ -15,7 +15,7 @@ from qornn.errors import QornnError
 from qornn.jsonio import field
 
 OPTIMIZERS = ("adam", "rmsprop")
-READOUT_INITS = ("none", "lstsq")  # as train/readout.READOUT_INITS
+READOUT_INITS = ("none", "lstsq")  # --readout-init (train/readout.py)
 SCHEDULES = ("none", "step")
 MAX_SEED = 2**64 - 1          # torch.manual_seed refuses anything larger
 MAX_STEPS = 10**12            # far beyond any budget; keeps every count a machine integer

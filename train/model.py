@@ -152,10 +152,12 @@ class QORNN(nn.Module):
             raise QornnError(f"quant noise must be a rate in [0, 1), got {quant_noise!r}")
         if recurrent_init not in RECURRENT_INITS:
             raise QornnError(f"unknown recurrent init {recurrent_init!r}; choose one of {', '.join(RECURRENT_INITS)}")
-        if recurrent_init in GRID_INITS:
-            wbits = recurrent_bits or weight_bits
+        wbits = recurrent_bits or weight_bits
+        if recurrent_init == "hadamard" and hidden_size & (hidden_size - 1):
+            raise QornnError(f"recurrent init hadamard: needs a power-of-two hidden size, not {hidden_size}")
+        if recurrent_init in GRID_INITS and wbits is not None:  # a quantized W: the init must stay exact
             why = grid_support(recurrent_init, wbits, narrow_range, weight_scale, hidden_size)
-            if why is not None and (wbits is not None or "power-of-two" in why):
+            if why is not None:
                 raise QornnError(f"recurrent init {recurrent_init}: {why}")
         for what, v in (("input init", input_init), ("output init", output_init)):
             if v not in LAYER_INITS:

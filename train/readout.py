@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-READOUT_INITS = ("none", "lstsq")
 SEQUENCES = 2048   # fitted on this many training sequences
 BATCH = 128
 RIDGE = 1e-4       # relative to the mean diagonal of the Gram matrix
