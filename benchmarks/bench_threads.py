@@ -65,8 +65,10 @@ def main() -> int:
         m1, m2 = statistics.median(times[1]), statistics.median(times[2])
         rows.append(f"| {name} | {m1 * 1e3:.0f} | {m2 * 1e3:.0f} | {m2 / m1:.2f}x |")
     table = "\n".join(["| size | 1 thread (ms/step) | 2 threads (ms/step) | 2 / 1 |", "|---|---:|---:|---:|", *rows])
+    import torch
+
     section = (f"## Training threads\n\n`python benchmarks/bench_threads.py --rounds {a.rounds} --steps {a.steps}` on "
-               f"{os.cpu_count()} cores, load average {load:.1f} at the start; medians of {a.rounds * a.steps} "
+               f"{os.cpu_count()} cores, torch {torch.__version__}, load average {load:.1f} at the start; medians of {a.rounds * a.steps} "
                "steps per cell, the two counts interleaved (STE-Björck 5-bit, hidden-state QAT at 8 bits, "
                "Adam).\n\n" + table + "\n")
     print(section)
