@@ -68,7 +68,8 @@ def main() -> int:
     import torch
 
     section = (f"## Training threads\n\n`python benchmarks/bench_threads.py --rounds {a.rounds} --steps {a.steps}` on "
-               f"{os.cpu_count()} cores, torch {torch.__version__}, load average {load:.1f} at the start; medians of {a.rounds * a.steps} "
+               f"{os.cpu_count()} cores, torch {torch.__version__}, load average {load:.1f} at the start; "
+               f"medians of {a.rounds * a.steps} "
                "steps per cell, the two counts interleaved (STE-Björck 5-bit, hidden-state QAT at 8 bits, "
                "Adam).\n\n" + table + "\n")
     print(section)
